@@ -1,0 +1,7 @@
+"""skchain: turn any neural net into a scikit-learn ``fit``/``transform`` step."""
+
+from ._neural import NeuralTransformer
+
+__version__ = "0.1.0"
+
+__all__ = ["NeuralTransformer", "__version__"]

@@ -1,0 +1,428 @@
+import pickle
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from sklearn.base import clone
+from sklearn.datasets import load_diabetes, load_digits, load_iris
+from sklearn.decomposition import PCA
+from sklearn.linear_model import LogisticRegression, Ridge
+from sklearn.model_selection import GridSearchCV, cross_val_score
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.utils.estimator_checks import parametrize_with_checks
+from skorch import NeuralNet, NeuralNetBinaryClassifier, NeuralNetClassifier
+from torch import nn
+
+from skchain import NeuralTransformer
+from skchain._testing import MLP, RowStats, make_classifier_net, make_regressor_net
+
+
+def _weights(module):
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def _assert_same_weights(before, module):
+    after = module.state_dict()
+    assert before.keys() == after.keys()
+    for k in before:
+        assert torch.equal(before[k], after[k]), k
+
+
+@pytest.fixture(scope="module")
+def iris():
+    X, y = load_iris(return_X_y=True)
+    return StandardScaler().fit_transform(X), y
+
+
+def _expected_failures(estimator):
+    if isinstance(estimator.net, nn.Module):
+        return {
+            "check_estimators_overwrite_params": (
+                "The check compares joblib.hash of a deep copy of the module with "
+                "the module after fit, and torch pickles a tensor with its storage "
+                "address, so even an untouched deep copy hashes differently. "
+                "test_frozen_module_weights_unchanged checks the weights bitwise."
+            )
+        }
+    return {}
+
+
+@parametrize_with_checks(
+    [
+        # 10 outputs: the checks draw targets with up to 4 classes.
+        NeuralTransformer(make_classifier_net(n_classes=10, max_epochs=2), random_state=0),
+        NeuralTransformer(
+            make_classifier_net(n_classes=10, max_epochs=2), output="embedding",
+            random_state=0,
+        ),
+        NeuralTransformer(make_regressor_net(max_epochs=2), random_state=0),
+        NeuralTransformer(RowStats()),
+        NeuralTransformer(RowStats(), output="proba"),
+    ],
+    expected_failed_checks=_expected_failures,
+)
+def test_sklearn_compatible(estimator, check):
+    check(estimator)
+
+
+def test_proba_matches_skorch_predict_proba(iris):
+    X, y = iris
+    nt = NeuralTransformer(make_classifier_net(n_classes=3), output="proba", random_state=0)
+    Z = nt.fit(X, y).transform(X)
+    np.testing.assert_allclose(Z, nt.net_.predict_proba(X.astype(np.float32)), atol=1e-6)
+    np.testing.assert_allclose(Z.sum(1), 1, atol=1e-5)
+    assert list(nt.get_feature_names_out()) == ["proba_0", "proba_1", "proba_2"]
+
+
+def test_nll_classifier_logits_are_log_proba(iris):
+    X, y = iris
+
+    class SoftmaxMLP(MLP):
+        def forward(self, x):
+            return torch.softmax(super().forward(x), dim=-1)
+
+    net = NeuralNetClassifier(SoftmaxMLP, module__n_out=3, max_epochs=3, lr=0.1,
+                              train_split=None, verbose=0)
+    proba = NeuralTransformer(net, output="proba", random_state=0).fit_transform(X, y)
+    logits = NeuralTransformer(net, output="logits", random_state=0).fit_transform(X, y)
+    np.testing.assert_allclose(np.exp(logits), proba, rtol=1e-5, atol=1e-6)
+
+
+def test_string_labels_encoded_and_predict_one_hot(iris):
+    X, y = iris
+    labels = np.array(["setosa", "versicolor", "virginica"])[y]
+    nt = NeuralTransformer(make_classifier_net(n_classes=3, max_epochs=20), output="predict",
+                           random_state=0).fit(X, labels)
+    assert list(nt.classes_) == list(labels[np.sort(np.unique(y, return_index=True)[1])])
+    Z = nt.transform(X)
+    assert set(np.unique(Z)) <= {0.0, 1.0}
+    np.testing.assert_array_equal(Z.sum(1), 1)
+    predicted = nt.classes_[Z.argmax(1)]
+    assert (predicted == labels).mean() > 0.8
+    assert list(nt.get_feature_names_out()) == [f"predict_{c}" for c in nt.classes_]
+
+
+def test_non_contiguous_int_labels(iris):
+    X, y = iris
+    y2 = np.array([3, 10, 42])[y]
+    nt = NeuralTransformer(make_classifier_net(n_classes=3), random_state=0).fit(X, y2)
+    np.testing.assert_array_equal(nt.classes_, [3, 10, 42])
+
+
+def test_binary_classifier_net():
+    X, y = load_digits(n_class=2, return_X_y=True)
+    net = NeuralNetBinaryClassifier(MLP, module__n_out=1, max_epochs=10, lr=0.01,
+                                    optimizer=torch.optim.Adam,
+                                    train_split=None, verbose=0)
+    nt = NeuralTransformer(net, output="proba", random_state=0).fit(X / 16, y * 2 + 1)
+    Z = nt.transform(X / 16)
+    assert Z.shape == (len(X), 2)
+    np.testing.assert_array_equal(nt.classes_, [1, 3])
+    assert (Z.argmax(1) == y).mean() > 0.9
+
+
+def test_regressor_1d_target_trains_more_than_a_constant():
+    X, y = load_diabetes(return_X_y=True)
+    X = StandardScaler().fit_transform(X)
+    y = (y - y.mean()) / y.std()
+    net = make_regressor_net(max_epochs=40, lr=0.01, hidden=32)
+    nt = NeuralTransformer(net, output="predict", random_state=0).fit(X, y)
+    pred = nt.transform(X).ravel()
+    # A net broadcasting a 1-D target against an (n, 1) output learns a constant.
+    assert pred.std() > 0.3
+    assert np.corrcoef(pred, y)[0, 1] > 0.6
+    assert list(nt.get_feature_names_out()) == ["predict_0"]
+
+
+def test_regressor_predictions_as_features_in_pipeline():
+    X, y = load_diabetes(return_X_y=True)
+    pipe = make_pipeline(
+        StandardScaler(),
+        NeuralTransformer(make_regressor_net(max_epochs=10), random_state=0),
+        Ridge(),
+    )
+    assert cross_val_score(pipe, X, y / 100, cv=3).mean() > 0.2
+
+
+def test_named_layer_equals_activation_by_hand(iris):
+    X, y = iris
+    nt = NeuralTransformer(make_classifier_net(n_classes=3), output="encoder.1",
+                           random_state=0).fit(X, y)
+    module = nt.module_
+    with torch.no_grad():
+        x = torch.as_tensor(X, dtype=torch.float32)
+        expected = torch.relu(module.encoder[0](x)).numpy()
+    np.testing.assert_allclose(nt.transform(X), expected, rtol=1e-6, atol=1e-6)
+    assert nt.get_feature_names_out()[0] == "encoder.1_0"
+
+
+def test_embedding_is_input_of_last_linear(iris):
+    X, y = iris
+    nt = NeuralTransformer(make_classifier_net(n_classes=3), output="embedding",
+                           random_state=0).fit(X, y)
+    with torch.no_grad():
+        expected = nt.module_.encoder(torch.as_tensor(X, dtype=torch.float32)).numpy()
+    np.testing.assert_allclose(nt.transform(X), expected, rtol=1e-6, atol=1e-6)
+
+
+def test_list_of_layers_concatenated(iris):
+    X, y = iris
+    nt = NeuralTransformer(make_classifier_net(n_classes=3, hidden=8),
+                           output=["encoder.1", "head"], random_state=0).fit(X, y)
+    Z = nt.transform(X)
+    assert Z.shape == (len(X), 8 + 3)
+    names = list(nt.get_feature_names_out())
+    assert names[0] == "encoder.1_0" and names[-1] == "head_2"
+
+
+def test_layer_named_like_a_keyword_through_a_list():
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embedding = nn.Linear(4, 2)
+            self.out = nn.Linear(2, 1)
+
+        def forward(self, x):
+            return self.out(self.embedding(x))
+
+    net = Net()
+    X = np.random.RandomState(0).rand(5, 4)
+    Z = NeuralTransformer(net, output=["embedding"]).fit_transform(X)
+    with torch.no_grad():
+        expected = net.embedding(torch.as_tensor(X, dtype=torch.float32)).numpy()
+    np.testing.assert_allclose(Z, expected, rtol=1e-6)
+
+
+def test_hooks_removed_and_training_flag_restored(iris):
+    X, _ = iris
+    module = nn.Sequential(nn.Linear(4, 8), nn.Dropout(0.5), nn.Linear(8, 2))
+    module.train()
+    nt = NeuralTransformer(module, output="0").fit(X)
+    Z1, Z2 = nt.transform(X), nt.transform(X)
+    np.testing.assert_array_equal(Z1, Z2)
+    assert module.training and all(m.training for m in module.modules())
+    assert not module[0]._forward_hooks and not module[2]._forward_pre_hooks
+
+
+def test_frozen_module_weights_unchanged_in_search():
+    X, y = load_digits(return_X_y=True)
+    backbone = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 16))
+    before = _weights(backbone)
+    pipe = Pipeline([
+        ("nn", NeuralTransformer(backbone)),
+        ("pca", PCA()),
+        ("clf", LogisticRegression(max_iter=300)),
+    ])
+    search = GridSearchCV(pipe, {"pca__n_components": [4, 8], "clf__C": [0.1, 1.0]},
+                          cv=3).fit(X, y)
+    cross_val_score(pipe, X, y, cv=3)
+    clone(pipe).fit(X, y)
+    pipe.fit(X, y)
+    _assert_same_weights(before, backbone)
+    assert search.score(X, y) > 0.5
+
+
+def test_frozen_skorch_net_is_not_trained(iris):
+    X, y = iris
+    net = make_classifier_net(n_classes=3).fit(X.astype(np.float32), y)
+    before = _weights(net.module_)
+    nt = NeuralTransformer(net, frozen=True)
+    Z = nt.fit(X[:10], y[:10]).transform(X)
+    cross_val_score(make_pipeline(nt, LogisticRegression()), X, y, cv=3)
+    GridSearchCV(make_pipeline(nt, LogisticRegression()),
+                 {"logisticregression__C": [0.1, 1]}, cv=3).fit(X, y)
+    _assert_same_weights(before, net.module_)
+    np.testing.assert_allclose(Z, net.predict_proba(X.astype(np.float32)), atol=1e-6)
+    np.testing.assert_array_equal(nt.classes_, [0, 1, 2])
+
+
+def test_frozen_requires_initialized_net(iris):
+    X, y = iris
+    with pytest.raises(ValueError, match="not initialized"):
+        NeuralTransformer(make_classifier_net(), frozen=True).fit(X, y)
+
+
+def test_clone_is_independent(iris):
+    X, y = iris
+    nt = NeuralTransformer(make_classifier_net(n_classes=3), random_state=0).fit(X, y)
+    before = _weights(nt.module_)
+    c = clone(nt)
+    assert not hasattr(c, "module_")
+    c.fit(X[::-1], y[::-1])
+    assert c.module_ is not nt.module_
+    _assert_same_weights(before, nt.module_)
+    # The user's own net is never fitted either.
+    assert not nt.net.initialized_ if hasattr(nt.net, "initialized_") else True
+
+
+def test_random_state_gives_identical_fits(iris):
+    X, y = iris
+    a = NeuralTransformer(make_classifier_net(n_classes=3), random_state=3).fit_transform(X, y)
+    state = torch.get_rng_state()
+    b = NeuralTransformer(make_classifier_net(n_classes=3), random_state=3).fit_transform(X, y)
+    assert torch.equal(state, torch.get_rng_state())
+    np.testing.assert_array_equal(a, b)
+    c = NeuralTransformer(make_classifier_net(n_classes=3), random_state=4).fit_transform(X, y)
+    assert not np.array_equal(a, c)
+
+
+def test_shuffles_training_batches_unless_told(iris):
+    X, y = iris
+    nt = NeuralTransformer(make_classifier_net(n_classes=3), random_state=0).fit(X, y)
+    assert nt.net_.iterator_train__shuffle is True
+    net = make_classifier_net(n_classes=3, iterator_train__shuffle=False)
+    nt = NeuralTransformer(net, random_state=0).fit(X, y)
+    assert nt.net_.iterator_train__shuffle is False
+
+
+def test_pickle_round_trip(iris):
+    X, y = iris
+    nt = NeuralTransformer(make_classifier_net(n_classes=3), output="embedding",
+                           random_state=0).fit(X, y)
+    restored = pickle.loads(pickle.dumps(nt))
+    np.testing.assert_array_equal(restored.transform(X), nt.transform(X))
+
+
+def test_pandas_output_and_feature_names(iris):
+    X, y = iris
+    df = pd.DataFrame(X, columns=["a", "b", "c", "d"])
+    nt = NeuralTransformer(make_classifier_net(n_classes=3), random_state=0)
+    nt.set_output(transform="pandas")
+    out = nt.fit(df, y).transform(df)
+    assert isinstance(out, pd.DataFrame)
+    assert list(out.columns) == ["proba_0", "proba_1", "proba_2"]
+    np.testing.assert_array_equal(nt.feature_names_in_, ["a", "b", "c", "d"])
+
+
+def test_batch_size_does_not_change_output(iris):
+    X, y = iris
+    nt = NeuralTransformer(make_classifier_net(n_classes=3), output="embedding",
+                           random_state=0, batch_size=7).fit(X, y)
+    small = nt.transform(X)
+    nt.set_params(batch_size=1000)
+    np.testing.assert_allclose(small, nt.transform(X), rtol=1e-6, atol=1e-7)
+
+
+def test_unsupervised_net_fit_without_y():
+    class AutoEncoder(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.encoder = nn.Sequential(nn.LazyLinear(3), nn.Tanh())
+            self.decoder = nn.LazyLinear(8)
+
+        def forward(self, x):
+            return self.decoder(self.encoder(x))
+
+    class AutoEncoderNet(NeuralNet):
+        def get_loss(self, y_pred, y_true, X=None, training=False):
+            return super().get_loss(y_pred, X, X=X, training=training)
+
+    X = np.random.RandomState(0).rand(60, 8)
+    net = AutoEncoderNet(AutoEncoder, criterion=nn.MSELoss, max_epochs=3,
+                         train_split=None, verbose=0)
+    nt = NeuralTransformer(net, output="encoder", random_state=0).fit(X)
+    assert nt.transform(X).shape == (60, 3)
+    assert list(nt.get_feature_names_out()) == ["encoder_0", "encoder_1", "encoder_2"]
+
+
+def test_headline_chain_searched_on_digits():
+    X, y = load_digits(return_X_y=True)
+    X, y = X[:600], y[:600]
+    pipe = Pipeline([
+        ("scale", StandardScaler()),
+        ("nn", NeuralTransformer(make_classifier_net(n_classes=10, max_epochs=8),
+                                 output="embedding", random_state=0)),
+        ("pca", PCA()),
+        ("clf", LogisticRegression(max_iter=300)),
+    ])
+    grid = {
+        "nn__net__lr": [0.01, 0.03],
+        "nn__net__module__hidden": [16, 32],
+        "pca__n_components": [5, 10],
+        "clf__C": [1.0],
+    }
+    search = GridSearchCV(pipe, grid, cv=2).fit(X, y)
+    assert search.best_params_["nn__net__module__hidden"] in (16, 32)
+    assert search.best_estimator_.named_steps["nn"].module_.encoder[3].out_features == \
+        search.best_params_["nn__net__module__hidden"]
+    assert search.best_score_ > 0.7
+    assert search.predict(X[:5]).shape == (5,)
+
+
+# -- errors -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "X, match",
+    [
+        (np.array([[1.0, np.nan, 0, 0]]), "NaN"),
+        (np.array([[1.0, np.inf, 0, 0]]), "infinity"),
+        (np.array([["a", "b", "c", "d"]], dtype=object), "could not convert|must be a"),
+        (np.array([1.0, 2.0, 3.0, 4.0]), "Expected a 2-dimensional|2D array"),
+        (np.empty((0, 4)), "0 sample"),
+    ],
+)
+def test_bad_input_errors(X, match):
+    nt = NeuralTransformer(RowStats())
+    with pytest.raises(ValueError, match=match):
+        nt.fit(X)
+
+
+def test_wrong_number_of_features_at_transform(iris):
+    X, y = iris
+    nt = NeuralTransformer(make_classifier_net(n_classes=3), random_state=0).fit(X, y)
+    with pytest.raises(ValueError, match="X has 3 features, but NeuralTransformer is "
+                                         "expecting 4 features"):
+        nt.transform(X[:, :3])
+
+
+def test_unknown_layer_lists_valid_names(iris):
+    X, _ = iris
+    module = nn.Sequential(nn.Linear(4, 3), nn.ReLU())
+    with pytest.raises(ValueError, match=r"no submodule named \['encoder.2'\].*'0', '1'"):
+        NeuralTransformer(module, output="encoder.2").fit(X)
+
+
+def test_proba_on_regressor_is_an_error():
+    X, y = load_diabetes(return_X_y=True)
+    with pytest.raises(ValueError, match='output="proba" needs a classifier'):
+        NeuralTransformer(make_regressor_net(), output="proba").fit(X, y)
+
+
+def test_module_that_does_not_fit_input_width(iris):
+    X, _ = iris
+    with pytest.raises(ValueError, match="failed on input of shape \\(n, 4\\)"):
+        NeuralTransformer(nn.Linear(10, 2)).fit(X)
+
+
+def test_classifier_output_smaller_than_classes(iris):
+    X, y = iris
+    with pytest.raises(ValueError, match="y has 3 classes"):
+        NeuralTransformer(make_classifier_net(n_classes=2)).fit(X, y)
+
+
+def test_regressor_output_width_mismatch():
+    X, y = load_diabetes(return_X_y=True)
+    with pytest.raises(ValueError, match="1 target column"):
+        NeuralTransformer(make_regressor_net(n_targets=3)).fit(X, y)
+
+
+def test_net_must_be_net_or_module():
+    with pytest.raises((TypeError, ValueError), match="net"):
+        NeuralTransformer(LogisticRegression()).fit(np.ones((3, 2)), [0, 1, 0])
+    with pytest.raises((TypeError, ValueError), match="net"):
+        NeuralTransformer(nn.Linear).fit(np.ones((3, 2)))
+
+
+def test_classifier_needs_y(iris):
+    X, _ = iris
+    with pytest.raises(ValueError, match="requires y"):
+        NeuralTransformer(make_classifier_net()).fit(X)
+
+
+def test_continuous_labels_for_classifier(iris):
+    X, _ = iris
+    with pytest.raises(ValueError, match="Unknown label type"):
+        NeuralTransformer(make_classifier_net()).fit(X, np.linspace(0, 1, len(X)))
