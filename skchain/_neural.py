@@ -184,8 +184,7 @@ class NeuralTransformer(TransformerMixin, BaseEstimator):
         return isinstance(self.net, nn.Module) or self.frozen
 
     def _net_kind(self):
-        from skorch import NeuralNetBinaryClassifier, NeuralNetClassifier
-        from skorch import NeuralNetRegressor
+        from skorch import NeuralNetBinaryClassifier, NeuralNetClassifier, NeuralNetRegressor
 
         if isinstance(self.net, (NeuralNetClassifier, NeuralNetBinaryClassifier)):
             return "classifier"

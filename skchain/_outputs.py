@@ -57,8 +57,7 @@ def describe_net(net, module=None, classes=None):
     classes : array-like, default=None
         Class labels in the order of the output columns, when known.
     """
-    from skorch import NeuralNet, NeuralNetBinaryClassifier, NeuralNetClassifier
-    from skorch import NeuralNetRegressor
+    from skorch import NeuralNet, NeuralNetBinaryClassifier, NeuralNetClassifier, NeuralNetRegressor
 
     if isinstance(net, nn.Module):
         return NetInfo(
@@ -221,7 +220,8 @@ def feature_names(plan, info, widths):
     """
     if plan.layers and plan.keyword is None:
         return np.asarray(
-            [f"{name}_{i}" for name, w in zip(plan.layers, widths) for i in range(w)],
+            [f"{name}_{i}" for name, w in zip(plan.layers, widths, strict=True)
+             for i in range(w)],
             dtype=object,
         )
     (width,) = widths
