@@ -13,7 +13,8 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 from torch import nn
 
-from ._outputs import describe_net, feature_names, plan_output
+from ._crossfit import cross_fit_transform, resolve_cv
+from ._outputs import describe_net, feature_names, plan_output, target_aligned
 from ._runner import eval_mode, module_device, resolve_device, run_module
 
 __all__ = ["NeuralTransformer"]
@@ -104,6 +105,36 @@ class NeuralTransformer(TransformerMixin, BaseEstimator):
     random_state : int, RandomState instance or None, default=None
         Seeds weight initialisation and batch shuffling of a trained net, so two
         fits give identical outputs. The user's global torch RNG is untouched.
+    cv : "auto", int, cross-validation generator, iterable or None, default="auto"
+        Cross fitting in ``fit_transform``, which is what a pipeline calls on
+        its intermediate steps. A net trained on ``(X, y)`` and then run on
+        the same rows gives in-sample outputs, more confident than what it
+        gives on new data, and the next step would learn to trust them too
+        much. With cross fitting, each training row's output comes from a net
+        that never saw that row; the net trained on all rows is kept for
+        ``transform``. Values are as in scikit-learn (an int is stratified
+        k-fold for classifiers, k-fold otherwise); the splits must hold each
+        row out exactly once.
+
+        - ``"auto"``: 5 folds whenever the net is trained here with a target
+          and ``output`` is ``"auto"``, ``"proba"``, ``"logits"`` or
+          ``"predict"``. No cross fitting for a net used as it is (pretrained
+          or ``frozen=True``: its outputs do not depend on the rows ``fit``
+          saw), a net trained without ``y`` (nothing to leak), or an
+          embedding or hidden layer: each fold's net learns its own hidden
+          coordinates, so out-of-fold embeddings from several nets would not
+          form one feature space (an explicit ``cv`` with such an output is
+          an error). An embedding trained in the pipeline is in-sample for
+          the training rows; the cross-validated score of the whole pipeline
+          stays honest because every outer fold retrains the net.
+        - ``None``: never cross-fit (``fit_transform`` is
+          ``fit(X, y).transform(X)``), e.g. when the next step is meant to
+          see in-sample outputs, or to save the extra fits.
+
+        Cross fitting trains ``n_folds + 1`` nets; ``fit`` alone trains one.
+    n_jobs : int or None, default=None
+        Folds trained in parallel through joblib (``-1``: all cores). Each
+        worker limits torch and BLAS to its share of the cores.
 
     Attributes
     ----------
@@ -158,6 +189,8 @@ class NeuralTransformer(TransformerMixin, BaseEstimator):
         "device": [StrOptions({"auto", "cpu", "cuda"}), str, torch.device, None],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "random_state": ["random_state"],
+        "cv": [StrOptions({"auto"}), "cv_object", None],
+        "n_jobs": [Integral, None],
     }
 
     def __init__(
@@ -169,6 +202,8 @@ class NeuralTransformer(TransformerMixin, BaseEstimator):
         device=None,
         batch_size=1024,
         random_state=None,
+        cv="auto",
+        n_jobs=None,
     ):
         self.net = net
         self.output = output
@@ -176,6 +211,8 @@ class NeuralTransformer(TransformerMixin, BaseEstimator):
         self.device = device
         self.batch_size = batch_size
         self.random_state = random_state
+        self.cv = cv
+        self.n_jobs = n_jobs
 
     # -- scikit-learn protocol -------------------------------------------------
 
@@ -234,10 +271,52 @@ class NeuralTransformer(TransformerMixin, BaseEstimator):
         self : NeuralTransformer
         """
         X = validate_data(self, X, dtype=np.float32, ensure_min_samples=1)
+        return self._fit(X, y, fit_params)
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit_transform(self, X, y=None, **fit_params):
+        """Fit the net and return outputs for ``X`` -- out of fold when cross-fitting.
+
+        When the net is trained here on a target and ``cv`` is not ``None``
+        (the default ``"auto"`` means 5 folds), each row's output comes from a
+        net trained on the other folds, and the net trained on all rows is
+        kept for ``transform``. So ``fit_transform(X, y)`` differs from
+        ``fit(X, y).transform(X)``: that is the point, as in
+        :class:`sklearn.preprocessing.TargetEncoder`. A net used as it is, or
+        trained without ``y``, gives ``fit(X, y).transform(X)``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,) or (n_samples, n_targets), default=None
+        **fit_params : dict
+            Passed to each net's ``fit``; per-row arrays are split with the folds.
+
+        Returns
+        -------
+        Xt : ndarray of shape (n_samples, n_outputs)
+        """
+        X = validate_data(self, X, dtype=np.float32, ensure_min_samples=1)
+        cv = resolve_cv(
+            self.cv,
+            y,
+            trains=not self._uses_pretrained,
+            classifier=self._net_kind() == "classifier",
+            aligned=target_aligned(self.output),
+        )
+        if cv is None:
+            return self._fit(X, y, fit_params)._run(X)
+        # Labels are encoded once for all folds: a fold that misses a class
+        # must still give its column the same meaning.
+        self._encode_target(y, X.shape[0])
+        return cross_fit_transform(self, X, np.asarray(y), cv, fit_params, n_jobs=self.n_jobs)
+
+    def _fit(self, X, y, fit_params, classes=None):
+        """Fit on validated float32 ``X``; ``classes`` fixes the label set."""
         if self._uses_pretrained:
             self._fit_pretrained()
         else:
-            self._fit_trainable(X, y, **fit_params)
+            self._fit_trainable(X, y, classes=classes, **fit_params)
         self._probe(X)
         return self
 
@@ -262,7 +341,7 @@ class NeuralTransformer(TransformerMixin, BaseEstimator):
         if self.device is not None:
             self.module_.to(resolve_device(self.device))
 
-    def _encode_target(self, y, n_samples):
+    def _encode_target(self, y, n_samples, classes=None):
         kind = self._net_kind()
         if y is None:
             if kind != "module":
@@ -281,7 +360,7 @@ class NeuralTransformer(TransformerMixin, BaseEstimator):
             check_classification_targets(y)
             if y.ndim != 1:
                 y = np.ravel(y) if y.ndim == 2 and y.shape[1] == 1 else y
-            encoder = LabelEncoder().fit(y)
+            encoder = LabelEncoder().fit(y if classes is None else classes)
             self.classes_ = encoder.classes_
             from skorch import NeuralNetBinaryClassifier
 
@@ -311,8 +390,8 @@ class NeuralTransformer(TransformerMixin, BaseEstimator):
             net.set_params(device=resolve_device(self.device))
         return net
 
-    def _fit_trainable(self, X, y, **fit_params):
-        y_enc = self._encode_target(y, X.shape[0])
+    def _fit_trainable(self, X, y, classes=None, **fit_params):
+        y_enc = self._encode_target(y, X.shape[0], classes)
         net = self._training_net()
         with _seed_context(self.random_state):
             net.initialize()

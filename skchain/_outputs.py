@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["NetInfo", "OutputPlan", "describe_net", "plan_output", "KEYWORDS"]
+__all__ = ["NetInfo", "OutputPlan", "describe_net", "plan_output", "target_aligned", "KEYWORDS"]
 
 KEYWORDS = ("auto", "proba", "logits", "predict", "embedding")
 
@@ -208,6 +208,15 @@ def plan_output(output, info):
             f"valid layer names: {valid}."
         )
     return OutputPlan(None, layers=names, prefix=None)
+
+
+def target_aligned(output):
+    """Whether ``output`` has the same meaning in every net trained on a target.
+
+    Probabilities, logits and predictions are tied to the target's columns;
+    hidden layers and embeddings are not (two trainings give unrelated units).
+    """
+    return isinstance(output, str) and output in ("auto", "proba", "logits", "predict")
 
 
 def feature_names(plan, info, widths):
