@@ -115,7 +115,7 @@ def cross_fit_transform(transformer, X, y, cv, fit_params, *, n_jobs=None):
     tasks = [((base, X, y, everything, None, fit_params, classes), {})]
     tasks += [
         ((clone(base).set_params(random_state=seed), X, y, train, test, fit_params, classes), {})
-        for seed, (train, test) in zip(seeds, splits)
+        for seed, (train, test) in zip(seeds, splits, strict=True)
     ]
     results = parallel_map(_fit_task, tasks, n_jobs=n_jobs)
     full, fold_outputs = results[0], results[1:]
@@ -123,7 +123,7 @@ def cross_fit_transform(transformer, X, y, cv, fit_params, *, n_jobs=None):
     _adopt_fitted_state(transformer, full)
     width = len(transformer._feature_names_out)
     oof = np.empty((X.shape[0], width), dtype=np.float32)
-    for (_, test), out in zip(splits, fold_outputs):
+    for (_, test), out in zip(splits, fold_outputs, strict=True):
         if out.shape[1] != width:
             raise ValueError(
                 f"A fold's net gives {out.shape[1]} output columns but the net fitted "

@@ -87,7 +87,7 @@ def test_each_fold_net_never_sees_its_held_out_rows(noisy):
     full, *folds = _RecordRows.fits
     assert full == set(rows)
     assert len(folds) == len(splits)
-    for seen, (train, test) in zip(folds, splits):
+    for seen, (train, test) in zip(folds, splits, strict=True):
         assert seen == {rows[i] for i in train}
         assert seen.isdisjoint(rows[i] for i in test)
 
@@ -103,8 +103,9 @@ def test_fold_missing_a_class_keeps_column_meaning():
     rest = np.setdiff1d(np.arange(len(y)), test0)
     first, second = rest[:20], rest[20:]
     splits = [(rest, test0), (np.r_[test0, second], first), (np.r_[test0, first], second)]
-    nt = NeuralTransformer(make_classifier_net(n_classes=3, max_epochs=30), cv=splits,
-                           random_state=0)
+    nt = NeuralTransformer(
+        make_classifier_net(n_classes=3, max_epochs=30), cv=splits, random_state=0
+    )
     oof = nt.fit_transform(X, y)
     assert oof.shape == (len(y), 3)
     np.testing.assert_array_equal(nt.classes_, ["a", "b", "z"])
@@ -212,7 +213,10 @@ def test_stacking_recipe_in_search_and_cross_validation(cancer):
     assert search.best_score_ > 0.85
     names = search.best_estimator_[:-1].get_feature_names_out()
     assert list(names[:4]) == [
-        "net_a__proba_0", "net_a__proba_1", "net_b__proba_0", "net_b__proba_1"
+        "net_a__proba_0",
+        "net_a__proba_1",
+        "net_b__proba_0",
+        "net_b__proba_1",
     ]
     assert list(names[4:]) == [f"raw__{c}" for c in cols]
 
@@ -238,11 +242,16 @@ def test_stacking_with_a_net_pretrained_on_another_dataset(cancer):
     )
     before = {k: v.clone() for k, v in pretrained.module_.state_dict().items()}
     stack = make_pipeline(
-        ColumnTransformer([
-            ("model_a", make_pipeline(scaler, NeuralTransformer(pretrained, frozen=True)),
-             cols_a),
-            ("raw", "passthrough", list(X.columns[10:])),
-        ]),
+        ColumnTransformer(
+            [
+                (
+                    "model_a",
+                    make_pipeline(scaler, NeuralTransformer(pretrained, frozen=True)),
+                    cols_a,
+                ),
+                ("raw", "passthrough", list(X.columns[10:])),
+            ]
+        ),
         StandardScaler(),
         LogisticRegression(max_iter=1000),
     )
@@ -257,11 +266,16 @@ def test_regression_stack_with_ridge():
     X, y = X.iloc[:200], y.iloc[:200]
     net = make_regressor_net(hidden=16, max_epochs=20, lr=0.01)
     stack = make_pipeline(
-        ColumnTransformer([
-            ("net", make_pipeline(StandardScaler(), NeuralTransformer(net, random_state=0)),
-             ["bmi", "bp", "s5"]),
-            ("raw", "passthrough", list(X.columns)),
-        ]),
+        ColumnTransformer(
+            [
+                (
+                    "net",
+                    make_pipeline(StandardScaler(), NeuralTransformer(net, random_state=0)),
+                    ["bmi", "bp", "s5"],
+                ),
+                ("raw", "passthrough", list(X.columns)),
+            ]
+        ),
         Ridge(),
     )
     # The net sees the raw target scale: it needs y standardised to train well,
