@@ -13,6 +13,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 from torch import nn
 
+from ._cache import CACHE_CONSTRAINT, cached_outputs, callable_id, model_fingerprint
 from ._crossfit import cross_fit_transform, resolve_cv
 from ._outputs import describe_net, feature_names, plan_output, target_aligned
 from ._runner import eval_mode, module_device, resolve_device, run_module
@@ -135,6 +136,23 @@ class NeuralTransformer(TransformerMixin, BaseEstimator):
     n_jobs : int or None, default=None
         Folds trained in parallel through joblib (``-1``: all cores). Each
         worker limits torch and BLAS to its share of the cores.
+    cache : "auto", bool, str, os.PathLike or joblib.Memory, default="auto"
+        Reuse the outputs of a net used as it is (a plain module, or
+        ``frozen=True``): a row's output is the same in every fold and every
+        candidate of a search, so each distinct row is computed once. Entries
+        are keyed by a fingerprint of the weights, the structure and
+        ``output``, and by a hash of each row's bytes: changed weights or rows
+        are computed afresh, never served stale. A net trained here is never
+        cached.
+
+        - ``"auto"``: in memory (1 GiB per process, least recently used rows
+          evicted first), for nets that are slower to run than to look up; a
+          tiny net that computes a row in about a microsecond is just run.
+        - ``True``: in memory, always. ``False``: never.
+        - a folder path or a :class:`joblib.Memory`: in memory and on disk
+          there, shared by processes (joblib workers, later sessions).
+
+        The cache assumes the net is deterministic in eval mode.
 
     Attributes
     ----------
@@ -191,6 +209,7 @@ class NeuralTransformer(TransformerMixin, BaseEstimator):
         "random_state": ["random_state"],
         "cv": [StrOptions({"auto"}), "cv_object", None],
         "n_jobs": [Integral, None],
+        "cache": CACHE_CONSTRAINT,
     }
 
     def __init__(
@@ -204,6 +223,7 @@ class NeuralTransformer(TransformerMixin, BaseEstimator):
         random_state=None,
         cv="auto",
         n_jobs=None,
+        cache="auto",
     ):
         self.net = net
         self.output = output
@@ -213,6 +233,7 @@ class NeuralTransformer(TransformerMixin, BaseEstimator):
         self.random_state = random_state
         self.cv = cv
         self.n_jobs = n_jobs
+        self.cache = cache
 
     # -- scikit-learn protocol -------------------------------------------------
 
@@ -448,12 +469,41 @@ class NeuralTransformer(TransformerMixin, BaseEstimator):
     # -- transform -------------------------------------------------------------
 
     def _run(self, X):
+        if self._uses_pretrained:
+            # A net used as it is gives a row the same output in every fold and
+            # candidate of a search: each distinct row is computed once.
+            return cached_outputs(self.cache, self._output_fingerprint, X, self._forward)
+        return self._forward(X)
+
+    def _forward(self, X):
         return run_module(
             self.module_,
             X,
             batch_size=self.batch_size,
-            device=None if self.device is None else resolve_device(self.device),
+            device=self._run_device(),
             **self._plan.run_kwargs(),
+        )
+
+    def _run_device(self):
+        return None if self.device is None else resolve_device(self.device)
+
+    def _output_fingerprint(self):
+        """What decides the outputs besides the rows: the module (weights and
+        structure), the selected output with its post-processing, the device."""
+        plan, info = self._plan, self._info
+        device = self._run_device()
+        device = module_device(self.module_) if device is None else torch.device(device)
+        return model_fingerprint(
+            self.module_,
+            "NeuralTransformer",
+            info.kind,
+            info.outputs_proba,
+            callable_id(info.to_proba),
+            plan.keyword,
+            tuple(plan.layers or ()),
+            plan.layer_inputs,
+            callable_id(plan.postprocess),
+            device.type,
         )
 
     def transform(self, X):

