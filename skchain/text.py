@@ -391,7 +391,7 @@ class TextEmbedder(TransformerMixin, BaseEstimator):
 
         Returns
         -------
-        embeddings : ndarray of shape (n_samples, embedding_dim_)
+        embeddings : ndarray of shape (n_samples, `embedding_dim_`)
             float32 (a DataFrame with ``set_output(transform="pandas")``).
         """
         check_is_fitted(self)
