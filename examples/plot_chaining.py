@@ -76,7 +76,7 @@ def logreg():
 
 
 def trained_in_pipeline(cv):
-    net = make_classifier_net(n_classes=2, hidden=64, max_epochs=60, lr=0.01)
+    net = make_classifier_net(n_classes=2, hidden=64, max_epochs=30, lr=0.01)
     nn_step = NeuralTransformer(net, output="proba", cv=cv, random_state=0)
     return make_pipeline(StandardScaler(), make_union(nn_step, FunctionTransformer()), logreg())
 
