@@ -190,7 +190,10 @@ def run_module(
             capture.__enter__()
         try:
             for start in range(0, n, batch_size):
-                batch = torch.from_numpy(X[start : start + batch_size]).to(device)
+                # A copy, not a view: a module with an in-place first op
+                # (ReLU(inplace=True)) must not write into the caller's array,
+                # and read-only input (pandas copy-on-write) stays quiet.
+                batch = torch.tensor(X[start : start + batch_size], device=device)
                 result = _forward(module, batch, capture)
                 result = _first_tensor(result, "<final output>")
                 if postprocess is not None:

@@ -452,3 +452,14 @@ def test_continuous_labels_for_classifier(iris):
     X, _ = iris
     with pytest.raises(ValueError, match="Unknown label type"):
         NeuralTransformer(make_classifier_net()).fit(X, np.linspace(0, 1, len(X)))
+
+
+def test_inplace_module_never_writes_into_the_input():
+    X = np.random.RandomState(0).normal(size=(20, 4)).astype(np.float32)
+    before = X.copy()
+    module = nn.Sequential(nn.ReLU(inplace=True), nn.Linear(4, 2))
+    nt = NeuralTransformer(module).fit(X)
+    nt.transform(X)
+    np.testing.assert_array_equal(X, before)
+    X.setflags(write=False)  # read-only input (pandas copy-on-write) works too
+    assert nt.transform(X).shape == (20, 2)
