@@ -193,7 +193,7 @@ def run_module(
                 # A copy, not a view: a module with an in-place first op
                 # (ReLU(inplace=True)) must not write into the caller's array,
                 # and read-only input (pandas copy-on-write) stays quiet.
-                batch = torch.tensor(X[start : start + batch_size], device=device)
+                batch = torch.from_numpy(X[start : start + batch_size].copy()).to(device)
                 result = _forward(module, batch, capture)
                 result = _first_tensor(result, "<final output>")
                 if postprocess is not None:
