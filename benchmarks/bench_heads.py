@@ -30,7 +30,6 @@ from scipy.special import softmax
 from sklearn.datasets import load_digits
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import log_loss
-from skorch import NeuralNetClassifier
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -39,6 +38,7 @@ from _common import best_of, markdown_table, write_section  # noqa: E402
 from skchain import MergedHeadsClassifier, merge_heads  # noqa: E402
 from skchain._parallel import limit_threads  # noqa: E402
 from skchain._runner import run_module  # noqa: E402
+from skchain._testing import train_module  # noqa: E402
 
 CALIBRATIONS = [None, "temperature", "temperature_bias", "combiner"]
 LOW, HIGH = [0, 1, 2, 3, 4], [5, 6, 7, 8, 9]
@@ -58,21 +58,6 @@ def make_backbone():
     )
 
 
-def train(module, X, y, epochs):
-    net = NeuralNetClassifier(
-        module,
-        criterion=nn.CrossEntropyLoss,
-        optimizer=torch.optim.Adam,
-        lr=0.01,
-        max_epochs=epochs,
-        batch_size=64,
-        train_split=None,
-        iterator_train__shuffle=True,
-        verbose=0,
-    )
-    return net.fit(X, y).module_
-
-
 def rotations(X):
     """The pretext task: each image four times, rotated by k * 90 degrees; label k."""
     images = X.reshape(-1, 8, 8)
@@ -87,17 +72,17 @@ def build(seed, X, y, pretraining="classifier"):
     pre, part_a, part_b, cal, test = np.split(idx, [500, 850, 1200, 1450])
     backbone = make_backbone()
     if pretraining == "classifier":
-        train(nn.Sequential(backbone, nn.Linear(64, 10)), X[pre], y[pre], epochs=20)
+        train_module(nn.Sequential(backbone, nn.Linear(64, 10)), X[pre], y[pre], epochs=20)
     else:
-        train(nn.Sequential(backbone, nn.Linear(64, 4)), *rotations(X[pre]), epochs=15)
+        train_module(nn.Sequential(backbone, nn.Linear(64, 4)), *rotations(X[pre]), epochs=15)
     backbone.requires_grad_(False)
     features = run_module(backbone, X)
     rows_a = part_a[y[part_a] < 5]
     rows_b = part_b[y[part_b] >= 5]
-    head_a = train(nn.Linear(64, 5), features[rows_a], y[rows_a], epochs=100)
-    head_b = train(nn.Linear(64, 5), features[rows_b], y[rows_b] - 5, epochs=100)
+    head_a = train_module(nn.Linear(64, 5), features[rows_a], y[rows_a], epochs=100)
+    head_b = train_module(nn.Linear(64, 5), features[rows_b], y[rows_b] - 5, epochs=100)
     rows_ab = np.concatenate([rows_a, rows_b])
-    head_all = train(nn.Linear(64, 10), features[rows_ab], y[rows_ab], epochs=100)
+    head_all = train_module(nn.Linear(64, 10), features[rows_ab], y[rows_ab], epochs=100)
     # What a user has: two complete models, each with its own copy of the base.
     model_a = nn.Sequential(backbone, head_a)
     model_b = nn.Sequential(copy.deepcopy(backbone), head_b)

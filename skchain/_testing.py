@@ -8,7 +8,7 @@ scikit-learn estimator checks need).
 import torch
 from torch import nn
 
-__all__ = ["MLP", "RowStats", "make_classifier_net", "make_regressor_net"]
+__all__ = ["MLP", "RowStats", "make_classifier_net", "make_regressor_net", "train_module"]
 
 
 class MLP(nn.Module):
@@ -55,9 +55,7 @@ class RowStats(nn.Module):
             self.proj.bias.copy_(torch.randn(n_out, generator=generator))
 
     def forward(self, x):
-        stats = torch.stack(
-            [x.mean(1), x.std(1, unbiased=False), x.amin(1), x.amax(1)], dim=1
-        )
+        stats = torch.stack([x.mean(1), x.std(1, unbiased=False), x.amin(1), x.amax(1)], dim=1)
         return self.proj(stats)
 
 
@@ -98,3 +96,25 @@ def make_regressor_net(n_targets=1, hidden=16, max_epochs=5, lr=0.01, **kwargs):
     )
     params.update(kwargs)
     return NeuralNetRegressor(**params)
+
+
+def train_module(module, X, y, epochs, lr=0.01):
+    """Train ``module`` in place as a classifier with skorch; return the module.
+
+    For building "pretrained" models in tests and benchmarks: Adam, logits
+    with cross entropy, shuffled batches of 64, no validation split.
+    """
+    from skorch import NeuralNetClassifier
+
+    net = NeuralNetClassifier(
+        module,
+        criterion=nn.CrossEntropyLoss,
+        optimizer=torch.optim.Adam,
+        lr=lr,
+        max_epochs=epochs,
+        batch_size=64,
+        train_split=None,
+        iterator_train__shuffle=True,
+        verbose=0,
+    )
+    return net.fit(X, y).module_

@@ -13,11 +13,10 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import log_loss
 from sklearn.model_selection import GridSearchCV
 from sklearn.utils.estimator_checks import parametrize_with_checks
-from skorch import NeuralNetClassifier
 from torch import nn
 
 from skchain import MergedHeadsClassifier, merge_heads
-from skchain._testing import RowStats
+from skchain._testing import RowStats, train_module
 from skchain.heads import CutModel, MergedHeads
 
 
@@ -109,21 +108,6 @@ def test_sklearn_compatible(estimator, check):
 # -- the demonstration data: two heads on one frozen backbone ------------------
 
 
-def _train(module, X, y, epochs, lr=0.01):
-    net = NeuralNetClassifier(
-        module,
-        criterion=nn.CrossEntropyLoss,
-        optimizer=torch.optim.Adam,
-        lr=lr,
-        max_epochs=epochs,
-        batch_size=64,
-        train_split=None,
-        iterator_train__shuffle=True,
-        verbose=0,
-    )
-    return net.fit(X, y).module_
-
-
 @pytest.fixture(scope="module")
 def digits_heads():
     """The demonstration of the user guide, one split: digits; a conv backbone
@@ -144,16 +128,16 @@ def digits_heads():
         nn.Linear(16 * 4 * 4, 32),
         nn.ReLU(),
     )
-    _train(nn.Sequential(backbone, nn.Linear(32, 10)), X[pre], y[pre], epochs=20)
+    train_module(nn.Sequential(backbone, nn.Linear(32, 10)), X[pre], y[pre], epochs=20)
     backbone.requires_grad_(False)
     with torch.no_grad():
         F = backbone(torch.from_numpy(X)).numpy()
     rows_a = part_a[y[part_a] < 5]
     rows_b = part_b[y[part_b] >= 5]
-    head_low = _train(nn.Linear(32, 5), F[rows_a], y[rows_a], epochs=100)
-    head_high = _train(nn.Linear(32, 5), F[rows_b], y[rows_b] - 5, epochs=100)
+    head_low = train_module(nn.Linear(32, 5), F[rows_a], y[rows_a], epochs=100)
+    head_high = train_module(nn.Linear(32, 5), F[rows_b], y[rows_b] - 5, epochs=100)
     rows_all = np.concatenate([rows_a, rows_b])
-    head_all = _train(nn.Linear(32, 10), F[rows_all], y[rows_all], epochs=100)
+    head_all = train_module(nn.Linear(32, 10), F[rows_all], y[rows_all], epochs=100)
     heads = [("low", head_low, [0, 1, 2, 3, 4]), ("high", head_high, [5, 6, 7, 8, 9])]
     with torch.no_grad():
         all_score = (head_all(torch.from_numpy(F[test])).argmax(1).numpy() == y[test]).mean()
