@@ -1,15 +1,24 @@
 """skchain: turn any neural net into a scikit-learn ``fit``/``transform`` step."""
 
 from ._neural import NeuralTransformer
+from .benchmark import compare
+from .ensemble import ModuleClassifier, OutputEnsembleClassifier, OutputEnsembleRegressor
 from .heads import MergedHeadsClassifier, merge_heads
+from .search import ChainRandomizedSearchCV, ChainSearchCV
 from .text import TextEmbedder
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "ChainRandomizedSearchCV",
+    "ChainSearchCV",
     "MergedHeadsClassifier",
+    "ModuleClassifier",
     "NeuralTransformer",
+    "OutputEnsembleClassifier",
+    "OutputEnsembleRegressor",
     "TextEmbedder",
+    "compare",
     "merge_heads",
     "__version__",
 ]

@@ -1,0 +1,406 @@
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from scipy.special import softmax
+from sklearn.base import BaseEstimator, RegressorMixin, clone
+from sklearn.datasets import load_diabetes, load_digits
+from sklearn.dummy import DummyRegressor
+from sklearn.linear_model import LinearRegression, LogisticRegression, Ridge
+from sklearn.metrics import accuracy_score, log_loss
+from sklearn.model_selection import GridSearchCV, cross_val_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import FunctionTransformer
+from sklearn.utils.estimator_checks import parametrize_with_checks
+from sklearn.utils.validation import check_array, validate_data
+from torch import nn
+
+from skchain import ModuleClassifier, OutputEnsembleClassifier, OutputEnsembleRegressor
+from skchain._testing import (
+    MLP,
+    RowStats,
+    make_classifier_net,
+    make_regressor_net,
+    train_module,
+)
+
+# -- sklearn estimator checks ----------------------------------------------------
+
+
+def _rowstats_member(seed):
+    torch.manual_seed(seed)
+    module = nn.Sequential(RowStats(n_out=8, seed=seed), nn.Linear(8, 4))
+    return ModuleClassifier(module, [0, 1, 2, 3])
+
+
+class _RowMeanRegressor(RegressorMixin, BaseEstimator):
+    """A prefit regressor that accepts any width (the checks vary it)."""
+
+    def __init__(self, scale=1.0):
+        self.scale = scale
+
+    def fit(self, X, y):
+        X, y = validate_data(self, X, y)
+        self.offset_ = float(np.mean(y))
+        return self
+
+    def predict(self, X):
+        X = check_array(X)
+        return self.scale * X.mean(axis=1) + self.offset_
+
+
+def _regressor_members():
+    X = np.arange(12.0).reshape(6, 2)
+    y = np.arange(6.0)
+    return [
+        ("a", _RowMeanRegressor(1.0).fit(X, y)),
+        ("b", _RowMeanRegressor(-0.5).fit(X, y)),
+    ]
+
+
+_FIXED_CLASSES_REASON = (
+    "classes_ comes from the prefit members (here [0, 1, 2, 3]), not from y: the check's y "
+    "with other labels (strings) is rejected with a ValueError by "
+    "design, and random members do not reach the check's accuracy."
+)
+_HASH_REASON = (
+    "The check compares joblib.hash of a deep copy of the parameters with them after "
+    "fit; torch pickles a tensor with its storage address, so even an untouched deep "
+    "copy hashes differently. test_members_bitwise_unchanged checks the weights bitwise."
+)
+_RANDOM_MEMBERS_REASON = (
+    "The members are fixed, prefit functions of X (row means here), not fitted to the "
+    "check's y, so the ensemble cannot reach the check's training score."
+)
+_ONE_LABEL_REASON = (
+    "A pretrained module learns nothing from y, so one label in y is not an error: "
+    "the predictions stay the module's own, not that label."
+)
+_PREFIT_REASON = (
+    "A pretrained module needs no fit: like a frozen estimator it predicts right "
+    "after construction, so there is no NotFittedError to raise."
+)
+
+
+def _expected_failures(estimator):
+    failures = {
+        "check_classifiers_classes": _FIXED_CLASSES_REASON,
+        "check_classifiers_train": _FIXED_CLASSES_REASON,
+        "check_classifiers_train(readonly_memmap=True)": _FIXED_CLASSES_REASON,
+        "check_classifiers_train(readonly_memmap=True,X_dtype=float32)": _FIXED_CLASSES_REASON,
+        "check_estimators_overwrite_params": _HASH_REASON,
+    }
+    if isinstance(estimator, ModuleClassifier):
+        failures["check_classifiers_one_label"] = _ONE_LABEL_REASON
+        failures["check_estimators_unfitted"] = _PREFIT_REASON
+        failures["check_fit_check_is_fitted"] = _PREFIT_REASON
+    if isinstance(estimator, OutputEnsembleRegressor):
+        failures = {
+            "check_regressors_train": _RANDOM_MEMBERS_REASON,
+            "check_regressors_train(readonly_memmap=True)": _RANDOM_MEMBERS_REASON,
+            "check_regressors_train(readonly_memmap=True,X_dtype=float32)": _RANDOM_MEMBERS_REASON,
+        }
+    return failures
+
+
+_CLASSIFIER_MEMBERS = [("a", _rowstats_member(0)), ("b", _rowstats_member(1))]
+
+
+@parametrize_with_checks(
+    [
+        _rowstats_member(0),
+        OutputEnsembleClassifier(_CLASSIFIER_MEMBERS, weights=[2, 1]),
+        OutputEnsembleClassifier(_CLASSIFIER_MEMBERS, voting="hard", weights="learn"),
+        OutputEnsembleClassifier(_CLASSIFIER_MEMBERS, final_estimator=LogisticRegression()),
+        OutputEnsembleRegressor(_regressor_members(), weights="learn"),
+    ],
+    expected_failed_checks=_expected_failures,
+)
+def test_sklearn_compatible(estimator, check):
+    check(estimator)
+
+
+# -- the demonstration: members of different quality on digits ------------------
+
+
+@pytest.fixture(scope="module")
+def digits_members():
+    """Three nets of different quality and a noise net, each on its own rows.
+
+    Rows 0-899 train the members (separate subsets), 900-1349 are held out to
+    fit the ensemble, 1350- are the test rows.
+    """
+    X, y = load_digits(return_X_y=True)
+    X = (X / 16.0).astype(np.float32)
+    torch.manual_seed(0)
+    rng = np.random.RandomState(0)
+    good = make_classifier_net(
+        n_classes=10, hidden=32, max_epochs=30, lr=0.01, iterator_train__shuffle=True
+    ).fit(X[:300], y[:300])
+    medium = ModuleClassifier(
+        train_module(MLP(hidden=16, n_out=10), X[300:500], y[300:500], epochs=15), range(10)
+    )
+    weak = LogisticRegression(C=0.01, max_iter=200).fit(X[500:650], y[500:650])
+    noise = ModuleClassifier(
+        train_module(MLP(hidden=32, n_out=10), X[650:900], rng.permutation(y[650:900]), epochs=30),
+        range(10),
+    )
+    members = [("good", good), ("medium", medium), ("weak", weak), ("noise", noise)]
+    return members, (X[900:1350], y[900:1350]), (X[1350:], y[1350:])
+
+
+def _state(est):
+    """Every parameter tensor / array of a member, copied."""
+    if hasattr(est, "module_"):
+        module = est.module_
+    elif hasattr(est, "module"):
+        module = est.module
+    else:
+        return {"coef": est.coef_.copy(), "intercept": est.intercept_.copy()}
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def _assert_same(before, est):
+    after = _state(est)
+    assert before.keys() == after.keys()
+    for k in before:
+        a, b = before[k], after[k]
+        same = torch.equal(a, b) if isinstance(a, torch.Tensor) else np.array_equal(a, b)
+        assert same, k
+
+
+def _proba(member, X):
+    """float64 probabilities summing to one (skorch returns float32)."""
+    p = member.predict_proba(X).astype(np.float64)
+    return p / p.sum(axis=1, keepdims=True)
+
+
+def test_learned_weights_find_the_good_members(digits_members):
+    members, (X_ho, y_ho), (X_te, y_te) = digits_members
+    ens = OutputEnsembleClassifier(members, weights="learn").fit(X_ho, y_ho)
+    w = dict(zip([n for n, _ in members], ens.weights_, strict=True))
+    assert ens.weights_.sum() == pytest.approx(1.0)
+    assert np.all(ens.weights_ >= 0)
+    assert w["noise"] < 0.02
+    assert w["good"] + w["medium"] > 0.8
+    member_scores = {n: accuracy_score(y_te, m.predict(X_te)) for n, m in members}
+    assert member_scores["noise"] < 0.3 < member_scores["weak"] < member_scores["good"]
+    assert ens.score(X_te, y_te) >= max(member_scores.values())
+    best_ll = min(log_loss(y_te, _proba(m, X_te), labels=range(10)) for _, m in members)
+    assert log_loss(y_te, ens.predict_proba(X_te)) <= best_ll
+    # Equal weights let the noise net in: worse than learned weights.
+    mean = OutputEnsembleClassifier(members).fit(X_ho, y_ho)
+    assert log_loss(y_te, mean.predict_proba(X_te)) > log_loss(y_te, ens.predict_proba(X_te))
+
+
+def test_soft_and_hard_voting_are_what_the_docs_say(digits_members):
+    members, (X_ho, y_ho), (X_te, y_te) = digits_members
+    probas = [m.predict_proba(X_te) for _, m in members]
+    soft = OutputEnsembleClassifier(members, weights=[4, 3, 2, 1]).fit(X_ho, y_ho)
+    expected = (0.4 * probas[0] + 0.3 * probas[1] + 0.2 * probas[2] + 0.1 * probas[3]) / 1.0
+    np.testing.assert_allclose(soft.predict_proba(X_te), expected, rtol=1e-6)
+    np.testing.assert_array_equal(soft.predict(X_te), np.argmax(expected, axis=1))
+
+    hard = OutputEnsembleClassifier(members, voting="hard").fit(X_ho, y_ho)
+    assert not hasattr(hard, "predict_proba")
+    votes = np.stack([m.predict(X_te) for _, m in members])
+    counts = np.stack([(votes == k).sum(axis=0) for k in range(10)], axis=1)
+    np.testing.assert_array_equal(hard.predict(X_te), np.argmax(counts, axis=1))
+    assert hard.score(X_te, y_te) > 0.8
+
+
+def _constant_member(proba, classes):
+    """A ModuleClassifier whose probabilities are ``proba`` for every row."""
+    layer = nn.Linear(2, len(classes))
+    with torch.no_grad():
+        layer.weight.zero_()
+        layer.bias.copy_(torch.log(torch.tensor(proba)))
+    return ModuleClassifier(layer, classes)
+
+
+def test_hard_vote_tie_goes_to_the_first_class():
+    X = np.zeros((3, 2), dtype=np.float32)
+    a = _constant_member([0.1, 0.2, 0.7], ["x", "y", "z"])  # votes z
+    b = _constant_member([0.1, 0.8, 0.1], ["x", "y", "z"])  # votes y
+    ens = OutputEnsembleClassifier([("a", a), ("b", b)], voting="hard").fit(X)
+    assert ens.predict(X).tolist() == ["y"] * 3  # tie: "y" sorts before "z"
+    ens.set_params(weights=[2, 1]).fit(X)
+    assert ens.predict(X).tolist() == ["z"] * 3
+
+
+def test_members_classes_are_aligned_and_checked():
+    X = np.zeros((2, 2), dtype=np.float32)
+    a = _constant_member([0.2, 0.3, 0.5], ["x", "y", "z"])
+    b = _constant_member([0.5, 0.3, 0.2], ["z", "y", "x"])  # same numbers, reversed order
+    ens = OutputEnsembleClassifier([("a", a), ("b", b)]).fit(X)
+    assert ens.classes_.tolist() == ["x", "y", "z"]
+    np.testing.assert_allclose(ens.predict_proba(X), [[0.2, 0.3, 0.5]] * 2, rtol=1e-6)
+    other = _constant_member([0.5, 0.5], ["x", "w"])
+    with pytest.raises(ValueError, match="same labels"):
+        OutputEnsembleClassifier([("a", a), ("c", other)]).fit(X)
+    with pytest.raises(ValueError, match=r"labels \['q'\]"):
+        OutputEnsembleClassifier([("a", a)], weights="learn").fit(X, ["q", "x"])
+
+
+def test_members_bitwise_unchanged_and_kept_through_clone(digits_members):
+    members, (X_ho, y_ho), (X_te, _) = digits_members
+    before = {n: _state(m) for n, m in members}
+    ens = OutputEnsembleClassifier(members, weights="learn")
+    grid = GridSearchCV(ens, {"voting": ["soft", "hard"]}, cv=3).fit(X_ho, y_ho)
+    cross_val_score(ens, X_ho, y_ho, cv=3)
+    ens.fit(X_ho, y_ho)
+    for name, member in members:
+        _assert_same(before[name], member)
+    # clone copies the fitted members whole: same predictions, independent objects.
+    copy = clone(ens)
+    assert copy.estimators[0][1] is not members[0][1]
+    for (name, m), (_, c) in zip(members, copy.estimators, strict=True):
+        _assert_same(before[name], c)
+        np.testing.assert_array_equal(m.predict_proba(X_te), c.predict_proba(X_te))
+    assert grid.best_params_["voting"] in {"soft", "hard"}
+    restored = pickle.loads(pickle.dumps(ens))
+    np.testing.assert_array_equal(restored.predict_proba(X_te), ens.predict_proba(X_te))
+
+
+def test_final_estimator_and_pipeline(digits_members):
+    members, (X_ho, y_ho), (X_te, y_te) = digits_members
+    stack = OutputEnsembleClassifier(members, final_estimator=LogisticRegression(max_iter=500))
+    stack.fit(X_ho, y_ho)
+    assert stack.weights_ is None
+    assert stack.final_estimator_.n_features_in_ == 40
+    # The combiner is the final estimator fit on the members' outputs on fit's rows.
+    features = np.hstack([_proba(m, X_ho) for _, m in members])
+    manual = LogisticRegression(max_iter=500).fit(features, y_ho)
+    np.testing.assert_allclose(stack.final_estimator_.coef_, manual.coef_, rtol=1e-5, atol=1e-8)
+    assert stack.score(X_te, y_te) > 0.85
+    np.testing.assert_allclose(stack.predict_proba(X_te).sum(axis=1), 1.0)
+    hard_stack = clone(stack).set_params(voting="hard").fit(X_ho, y_ho)
+    assert hard_stack.score(X_te, y_te) > 0.8
+    # As the last step of a Pipeline (identity preprocessing here).
+    pipe = make_pipeline(FunctionTransformer(), OutputEnsembleClassifier(members))
+    assert pipe.fit(X_ho, y_ho).score(X_te, y_te) > 0.8
+
+
+def test_skorch_recipe_for_a_plain_module():
+    """The documented alternative to ModuleClassifier: an initialised skorch net."""
+    from skorch import NeuralNetClassifier
+
+    torch.manual_seed(0)
+    module = nn.Linear(4, 3)
+    before = {k: v.clone() for k, v in module.state_dict().items()}
+    net = NeuralNetClassifier(module, criterion=nn.CrossEntropyLoss, classes=[0, 1, 2])
+    net.initialize()
+    X = np.random.RandomState(0).randn(6, 4).astype(np.float32)
+    ens = OutputEnsembleClassifier([("net", net), ("wrap", ModuleClassifier(module, [0, 1, 2]))])
+    proba = ens.fit(X).predict_proba(X)
+    expected = softmax(X @ before["weight"].numpy().T + before["bias"].numpy(), axis=1)
+    np.testing.assert_allclose(proba, expected, rtol=1e-5)
+    for k, v in module.state_dict().items():
+        assert torch.equal(v, before[k])
+
+
+def test_module_classifier():
+    torch.manual_seed(0)
+    clf = ModuleClassifier(nn.Sequential(nn.Linear(3, 2), nn.Softmax(dim=1)), ["a", "b"])
+    X = np.random.RandomState(0).randn(5, 3)
+    proba = clf.set_params(output="proba").predict_proba(X)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-6)
+    clf.fit(X, ["a", "b", "a", "a", "b"])
+    assert clf.n_features_in_ == 3
+    with pytest.raises(ValueError, match="3 features"):
+        clf.predict(X[:, :2])
+    with pytest.raises(ValueError, match=r"labels \['c'\]"):
+        clf.fit(X, ["a", "b", "c", "a", "b"])
+    with pytest.raises(ValueError, match="one label per output column"):
+        ModuleClassifier(nn.Linear(3, 4), ["a", "b"]).predict_proba(X)
+    with pytest.raises(ValueError, match="at least 2 distinct"):
+        ModuleClassifier(nn.Linear(3, 2), ["a", "a"]).predict(X)
+
+
+def test_classifier_errors():
+    X = np.zeros((4, 2), dtype=np.float32)
+    a = _constant_member([0.5, 0.5], [0, 1])
+    with pytest.raises(TypeError, match="estimators"):
+        OutputEnsembleClassifier({"a": a}).fit(X)
+    with pytest.raises(ValueError, match="not fitted"):
+        OutputEnsembleClassifier([("lr", LogisticRegression())]).fit(X, [0, 1, 0, 1])
+    with pytest.raises(TypeError, match="not a classifier"):
+        OutputEnsembleClassifier([("r", Ridge().fit(X, [0, 1, 0, 1]))]).fit(X)
+    with pytest.raises(ValueError, match="one weight per member"):
+        OutputEnsembleClassifier([("a", a)], weights=[1, 2]).fit(X)
+    with pytest.raises(ValueError, match="cannot be combined"):
+        OutputEnsembleClassifier([("a", a)], weights=[1], final_estimator=LogisticRegression()).fit(
+            X, [0, 1, 0, 1]
+        )
+    with pytest.raises(ValueError, match="y is required"):
+        OutputEnsembleClassifier([("a", a)], weights="learn").fit(X)
+    with pytest.raises(ValueError, match="used twice"):
+        OutputEnsembleClassifier([("a", a), ("a", a)]).fit(X)
+
+
+# -- regression ---------------------------------------------------------------------
+
+
+def test_regressor_learns_nnls_weights():
+    X, y = load_diabetes(return_X_y=True)
+    rng = np.random.RandomState(0)
+    members = [
+        ("ridge", Ridge(alpha=0.1).fit(X[:150], y[:150])),
+        ("linear", LinearRegression().fit(X[150:250], y[150:250])),
+        ("noise", LinearRegression().fit(X[250:300], rng.permutation(y[250:300]))),
+        ("dummy", DummyRegressor().fit(X[:150], y[:150])),
+    ]
+    before = [m.coef_.copy() for _, m in members[:3]]
+    ens = OutputEnsembleRegressor(members, weights="learn").fit(X[300:370], y[300:370])
+    w = dict(zip([n for n, _ in members], ens.weights_, strict=True))
+    assert ens.weights_.sum() == pytest.approx(1.0)
+    assert w["noise"] < 0.1
+    assert w["ridge"] + w["linear"] > 0.7
+    X_te, y_te = X[370:], y[370:]
+    best = max(m.score(X_te, y_te) for _, m in members)
+    assert ens.score(X_te, y_te) >= best - 0.02
+    mean = OutputEnsembleRegressor(members).fit(X_te)
+    expected = np.mean([m.predict(X_te) for _, m in members], axis=0)
+    np.testing.assert_allclose(mean.predict(X_te), expected)
+    fixed = OutputEnsembleRegressor(members, weights=[1, 1, 0, 0]).fit(X_te)
+    expected = (members[0][1].predict(X_te) + members[1][1].predict(X_te)) / 2
+    np.testing.assert_allclose(fixed.predict(X_te), expected)
+    stack = OutputEnsembleRegressor(members, final_estimator=LinearRegression())
+    assert stack.fit(X[300:370], y[300:370]).predict(X_te).shape == y_te.shape
+    grid = GridSearchCV(ens, {"weights": [None, "learn"]}, cv=3).fit(X[300:370], y[300:370])
+    assert grid.best_params_["weights"] in {None, "learn"}
+    for (_, m), b in zip(members[:3], before, strict=True):
+        np.testing.assert_array_equal(m.coef_, b)
+    assert clone(ens).estimators[0][1].coef_ is not members[0][1].coef_
+
+
+def test_regressor_with_a_skorch_net_member():
+    X, y = load_diabetes(return_X_y=True)
+    X, y = X.astype(np.float32), ((y - y.mean()) / y.std()).astype(np.float32)
+    torch.manual_seed(0)
+    net = make_regressor_net(max_epochs=20, lr=0.01).fit(X[:200], y[:200, None])
+    ridge = Ridge(alpha=0.1).fit(X[200:300], y[200:300])
+    before = _state(net)
+    ens = OutputEnsembleRegressor([("net", net), ("ridge", ridge)], weights="learn")
+    grid = GridSearchCV(ens, {"weights": [None, "learn"]}, cv=3).fit(X[300:400], y[300:400])
+    ens.fit(X[300:400], y[300:400])
+    pred = ens.predict(X[400:])
+    assert pred.shape == (len(X) - 400,)  # skorch's (n, 1) follows Ridge's (n,)
+    expected = ens.weights_[0] * net.predict(X[400:])[:, 0] + ens.weights_[1] * ridge.predict(
+        X[400:]
+    )
+    np.testing.assert_allclose(pred, expected, rtol=1e-5, atol=1e-6)
+    assert grid.best_params_["weights"] in {None, "learn"}
+    _assert_same(before, net)
+    _assert_same(before, clone(ens).estimators[0][1])
+
+
+def test_regressor_errors():
+    X = np.zeros((4, 2))
+    clf = LogisticRegression().fit(np.eye(2), [0, 1])
+    with pytest.raises(TypeError, match="not a regressor"):
+        OutputEnsembleRegressor([("c", clf)]).fit(X)
+    reg = DummyRegressor().fit(X, np.arange(4.0))
+    with pytest.raises(ValueError, match="y is required"):
+        OutputEnsembleRegressor([("r", reg)], weights="learn").fit(X)
