@@ -7,8 +7,12 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-# CI has 2 cores; intra-op threads above that only add contention.
+from threadpoolctl import threadpool_limits  # noqa: E402
+
+# CI has 2 cores; torch intra-op and BLAS/OpenMP threads above one per process
+# only add contention (tiny matrices, and joblib workers running beside us).
 torch.set_num_threads(1)
+threadpool_limits(limits=1)
 
 
 @pytest.fixture(autouse=True)
