@@ -290,12 +290,24 @@ class _OutputEnsemble(BaseEstimator):
         """The members by name (a dict)."""
         return dict(self.estimators)
 
-    def _check_final_weights(self):
+    @property
+    def _learns(self):
+        return isinstance(self.weights, str) or self.final_estimator is not None
+
+    def _check_fit_inputs(self, X, y, kind):
+        """Validation at the top of ``fit``: parameters, members, ``y``, ``X``."""
         if self.final_estimator is not None and self.weights is not None:
             raise ValueError(
                 "final_estimator and weights cannot be combined: the final estimator "
                 "learns its own combination. Set weights=None."
             )
+        _check_estimators(self.estimators, kind)
+        if y is None and self._learns:
+            raise ValueError(
+                "y is required to learn weights or a final_estimator; pass held-out "
+                f"{'labels' if kind == 'classifier' else 'targets'}, or use fixed weights."
+            )
+        self._validate_X(X, reset=True)
 
     def _validate_X(self, X, reset):
         # Members validate the values themselves (they may take text or
@@ -492,15 +504,7 @@ class OutputEnsembleClassifier(ClassifierMixin, _OutputEnsemble):
         -------
         self : OutputEnsembleClassifier
         """
-        self._check_final_weights()
-        _check_estimators(self.estimators, "classifier")
-        learns = isinstance(self.weights, str) or self.final_estimator is not None
-        if y is None and learns:
-            raise ValueError(
-                "y is required to learn weights or a final_estimator; pass held-out "
-                "labels, or use fixed weights."
-            )
-        self._validate_X(X, reset=True)
+        self._check_fit_inputs(X, y, "classifier")
         needs_proba = self.voting == "soft" or isinstance(self.weights, str)
         for name, est in self.estimators:
             if needs_proba and not hasattr(est, "predict_proba"):
@@ -685,15 +689,7 @@ class OutputEnsembleRegressor(RegressorMixin, _OutputEnsemble):
         -------
         self : OutputEnsembleRegressor
         """
-        self._check_final_weights()
-        _check_estimators(self.estimators, "regressor")
-        learns = isinstance(self.weights, str) or self.final_estimator is not None
-        if y is None and learns:
-            raise ValueError(
-                "y is required to learn weights or a final_estimator; pass held-out "
-                "targets, or use fixed weights."
-            )
-        self._validate_X(X, reset=True)
+        self._check_fit_inputs(X, y, "regressor")
         n = len(self.estimators)
         if y is not None:
             y = check_array(y, ensure_2d=False, dtype=np.float64, input_name="y")
@@ -704,7 +700,7 @@ class OutputEnsembleRegressor(RegressorMixin, _OutputEnsemble):
         # cannot take X fails here, not in predict.
         preds, _ = self._predictions(X)
         self.final_estimator_ = None
-        if not learns:
+        if not self._learns:
             self.weights_ = _check_weights(self.weights, n)
             return self
         if self.final_estimator is not None:
