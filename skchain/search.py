@@ -676,9 +676,11 @@ class ChainSearchCV(_ChainSearchMixin, GridSearchCV):
     multimetric_ : bool
         Whether several scorers were used.
     prefix_fits_ : dict of str -> int
-        How many times each non-final step was fitted during the search
-        (over all folds, refit excluded). Without sharing it would be
-        ``n_candidates * n_splits_`` for every step.
+        How many times each non-final step, by name, was fitted during the
+        search (over all folds, refit excluded; ``"passthrough"`` counts 0).
+        Without sharing it would be ``n_candidates * n_splits_`` for every
+        step. Steps named only in a grid's ``steps`` lists are added after
+        the pipeline's own.
 
     See Also
     --------
@@ -691,6 +693,10 @@ class ChainSearchCV(_ChainSearchMixin, GridSearchCV):
     stochastic step (``random_state=None``) all candidates below it share one
     random fit instead of drawing their own; seed such steps to get results
     identical to :class:`~sklearn.model_selection.GridSearchCV`.
+
+    The pipeline's own ``memory`` and ``verbose`` apply to the refit only:
+    during the search, steps are fitted one at a time rather than through
+    ``Pipeline.fit``.
 
     Examples
     --------

@@ -6,7 +6,6 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
-
 from threadpoolctl import threadpool_limits  # noqa: E402
 
 # CI has 2 cores; torch intra-op and BLAS/OpenMP threads above one per process

@@ -122,6 +122,23 @@ def test_feature_union_and_column_transformer_inside(iris):
     assert ours.prefix_fits_ == {"cols": 2 * 3, "union": 4 * 3}
 
 
+def test_dataframe_in_pandas_out():
+    pytest.importorskip("pandas")
+    X, y = load_iris(return_X_y=True, as_frame=True)
+    columns = ColumnTransformer(
+        [("std", StandardScaler(), ["sepal length (cm)", "sepal width (cm)"])],
+        remainder="passthrough",
+    )
+    pipe = Pipeline(
+        [("cols", columns), ("pca", PCA(random_state=0)), ("clf", LogisticRegression())]
+    ).set_output(transform="pandas")
+    grid = {"pca__n_components": [1, 2], "clf__C": [0.1, 1.0]}
+    ours, ref = _both(pipe, grid, X, y, cv=CV)
+    _assert_same_search(ours, ref)
+    assert list(ours.feature_names_in_) == list(X.columns)
+    assert ours.prefix_fits_ == {"cols": 3, "pca": 6}
+
+
 def test_step_replacement_and_passthrough(iris):
     X, y = iris
     pipe = Pipeline([("scale", StandardScaler()), ("reduce", PCA()), ("clf", LogisticRegression())])
