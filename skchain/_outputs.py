@@ -13,6 +13,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from ._runner import to_proba as _logits_to_proba
+
 __all__ = ["NetInfo", "OutputPlan", "describe_net", "plan_output", "target_aligned", "KEYWORDS"]
 
 KEYWORDS = ("auto", "proba", "logits", "predict", "embedding")
@@ -38,14 +40,6 @@ class NetInfo:
     extra: dict = field(default_factory=dict)
 
 
-def _softmax_or_sigmoid(t):
-    # A single output column is a binary logit; softmax over it would be all ones.
-    if t.ndim == 2 and t.shape[1] == 1:
-        p = torch.sigmoid(t)
-        return torch.cat([1 - p, p], dim=1)
-    return torch.softmax(t, dim=-1)
-
-
 def describe_net(net, module=None, classes=None):
     """Describe a skorch net (initialized) or a plain module.
 
@@ -64,7 +58,7 @@ def describe_net(net, module=None, classes=None):
             module=net if module is None else module,
             kind="module",
             classes=None if classes is None else np.asarray(classes),
-            to_proba=_softmax_or_sigmoid,
+            to_proba=_logits_to_proba,
         )
     if not isinstance(net, NeuralNet):
         raise TypeError(

@@ -1,45 +1,159 @@
-"""Run a torch module over a 2-D float32 array in batches and capture outputs.
+"""The one path from rows to a torch module's output.
 
-This is the one inference path of skchain: every wrapper (``NeuralTransformer``,
-the output ensembles, merged heads) calls :func:`run_module`, so batching, device
-handling, eval mode and hooks are written once.
+Every wrapper (``NeuralTransformer``, ``ModuleClassifier``, the output
+ensembles, merged heads, the benchmark zoo) goes through this module:
+
+- :func:`check_rows` validates X with scikit-learn's ``validate_data`` and
+  converts it once to C-ordered float32;
+- :func:`run_module` runs the module over it in batches, under ``no_grad`` and
+  eval mode, holding the module's lock so concurrent threads see sequential
+  results and leave the module as it was;
+- :func:`forward_captured` is the one mechanism that captures named layers
+  (their outputs or inputs) and stops the forward pass once they are seen;
+  :class:`CutAt` wraps it as a module for cuts at a layer (merged heads,
+  export);
+- :func:`to_proba` is the one definition of logits -> probabilities.
 
 skorch's ``predict_proba`` builds a ``Dataset`` and indexes it row by row; here
 the module sees whole slices of one contiguous float32 array instead, which is
 what makes ``transform`` run at the speed of the module itself.
 """
 
+import threading
+import warnings
+import weakref
 from contextlib import contextmanager
 
 import numpy as np
 import torch
+from sklearn.utils.validation import validate_data
+from torch import nn
 
-__all__ = ["resolve_device", "run_module", "eval_mode", "module_device"]
+__all__ = [
+    "CutAt",
+    "check_finite_output",
+    "check_rows",
+    "eval_mode",
+    "forward_captured",
+    "module_device",
+    "module_lock",
+    "resolve_device",
+    "run_module",
+    "to_proba",
+]
 
 
-class _StopForward(Exception):
-    """Raised from a hook once every requested layer has been captured.
-
-    The rest of the forward pass is skipped: asking for ``"encoder.2"`` of a
-    large net costs only the layers up to ``encoder.2``.
-    """
+# -- devices -------------------------------------------------------------------
 
 
 def resolve_device(device):
-    """Turn ``"auto"`` into ``"cuda"`` when a GPU is present, else ``"cpu"``."""
-    if device == "auto":
+    """Check a ``device`` parameter and turn ``"auto"`` into ``"cuda"`` or ``"cpu"``.
+
+    ``None`` stays ``None`` (the module's own device). Anything torch cannot
+    parse, or a CUDA device on a machine without one, is a ``ValueError`` at
+    the public call instead of torch's error deep inside the first batch.
+    """
+    if device is None:
+        return None
+    if isinstance(device, str) and device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
+    if not isinstance(device, (str, torch.device)):
+        raise TypeError(
+            f"device must be None, 'auto', 'cpu', 'cuda', 'cuda:N' or a torch.device; "
+            f"got {type(device).__name__}."
+        )
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, ValueError) as exc:
+        raise ValueError(
+            f"device={device!r} is not a device torch knows ({exc}); use None, "
+            "'auto', 'cpu', 'cuda' or 'cuda:N'."
+        ) from None
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(
+                f"device={device!r} asks for a GPU, but torch sees no CUDA device on "
+                "this machine; use device='auto' (CUDA when present, else CPU) or 'cpu'."
+            )
+        if parsed.index is not None and parsed.index >= torch.cuda.device_count():
+            raise ValueError(
+                f"device={device!r}: this machine has {torch.cuda.device_count()} "
+                "CUDA device(s); use 'cuda' or an index below that."
+            )
+    elif parsed.type not in ("cpu", "mps", "xpu"):
+        raise ValueError(
+            f"device={device!r} is not supported; use None, 'auto', 'cpu' or 'cuda'."
+        )
+    return parsed.type if parsed.index is None else str(parsed)
 
 
 def module_device(module):
     """Device of the module's first parameter or buffer (CPU for none)."""
     for tensor in module.parameters():
-        if not isinstance(tensor, torch.nn.parameter.UninitializedParameter):
+        if not isinstance(tensor, nn.parameter.UninitializedParameter):
             return tensor.device
     for tensor in module.buffers():
-        return tensor.device
+        if not isinstance(tensor, nn.parameter.UninitializedBuffer):
+            return tensor.device
     return torch.device("cpu")
+
+
+# -- input ---------------------------------------------------------------------
+
+
+def check_rows(estimator, X, *, reset, allow_nan=False):
+    """Validate ``X`` for ``estimator`` and return it as C-ordered float32.
+
+    scikit-learn's ``validate_data`` does the checking (2-D, at least one row,
+    numeric, finite unless ``allow_nan``, ``n_features_in_`` and
+    ``feature_names_in_``); any numeric dtype, memory order or container gives
+    the same array, so the same result. Values beyond float32's range become
+    infinity in the conversion and are reported as such, naming the fix.
+    """
+    X = validate_data(
+        estimator,
+        X,
+        reset=reset,
+        dtype=np.float32,
+        ensure_all_finite="allow-nan" if allow_nan else True,
+        ensure_min_samples=1,
+    )
+    return np.ascontiguousarray(X)
+
+
+def check_finite_output(out, who):
+    """Warn when a model produced NaN or infinity, naming it and how many rows."""
+    if out.size and not np.isfinite(out).all():
+        bad = int((~np.isfinite(out)).any(axis=tuple(range(1, out.ndim))).sum())
+        warnings.warn(
+            f"{who} produced NaN or infinity in {bad} of {out.shape[0]} rows: the "
+            "net may have diverged in training, overflowed on large inputs, or be "
+            "unable to handle these rows. Check its weights and scale the input.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    return out
+
+
+# -- locks and modes -----------------------------------------------------------
+
+_LOCKS = weakref.WeakKeyDictionary()
+_LOCKS_GUARD = threading.Lock()
+
+
+def module_lock(module):
+    """The re-entrant lock that serialises runs of one module object.
+
+    A run flips train flags to eval and adds hooks for its duration: two
+    threads running one module at once would see each other's hooks and flags.
+    The lock lives beside the module (a weak mapping), not on it, so the
+    user's object is never changed and still pickles.
+    """
+    with _LOCKS_GUARD:
+        lock = _LOCKS.get(module)
+        if lock is None:
+            lock = _LOCKS[module] = threading.RLock()
+        return lock
 
 
 @contextmanager
@@ -57,6 +171,17 @@ def eval_mode(module):
             m.training = flag
 
 
+# -- capture -------------------------------------------------------------------
+
+
+class _StopForward(Exception):
+    """Raised from a hook once every requested layer has been captured.
+
+    The rest of the forward pass is skipped: asking for ``"encoder.2"`` of a
+    large net costs only the layers up to ``encoder.2``.
+    """
+
+
 def _first_tensor(value, name):
     if isinstance(value, torch.Tensor):
         return value
@@ -69,77 +194,154 @@ def _first_tensor(value, name):
     )
 
 
-class _Capture:
-    """Forward hooks on named submodules; the first call of each is kept.
+def check_layers(module, names):
+    """Raise a ``ValueError`` listing the valid names if one of ``names`` is unknown."""
+    valid = [name for name, _ in module.named_modules() if name]
+    unknown = [n for n in names if n not in valid]
+    if unknown:
+        raise ValueError(
+            f"No submodule named {unknown} in {type(module).__name__}; valid layer "
+            f"names: {valid}."
+        )
 
-    ``inputs=True`` captures what goes *into* a layer (used for "embedding",
-    the input of the last linear layer) with a forward pre-hook.
+
+def forward_captured(module, x, names, *, inputs=False, stop_early=True):
+    """Run ``module(x)`` and return the tensors seen at the layers ``names``.
+
+    The one capture mechanism of skchain: layer outputs, embeddings (the input
+    of the last linear layer, ``inputs=True``) and cuts at a layer all use it.
+    Hooks exist only for the call, record only calls from the calling thread,
+    keep the first call of each layer, and (``stop_early``) end the forward
+    pass once every layer is seen.
+
+    Returns
+    -------
+    list of torch.Tensor, in the order of ``names``.
     """
+    names = list(names)
+    values = {}
+    owner = threading.get_ident()
 
-    def __init__(self, module, names, inputs=False, stop_early=True):
-        self.module = module
-        self.names = list(names)
-        self.inputs = inputs
-        self.stop_early = stop_early
-        self.values = {}
-        self._handles = []
-
-    def __enter__(self):
-        submodules = dict(self.module.named_modules())
-        for name in self.names:
-            sub = submodules[name]
-            if self.inputs:
-                handle = sub.register_forward_pre_hook(self._pre_hook(name))
-            else:
-                handle = sub.register_forward_hook(self._hook(name))
-            self._handles.append(handle)
-        return self
-
-    def __exit__(self, *exc):
-        for handle in self._handles:
-            handle.remove()
-        self._handles = []
-        return False
-
-    def _store(self, name, value):
-        if name not in self.values:
-            self.values[name] = _first_tensor(value, name)
-        if self.stop_early and len(self.values) == len(self.names):
+    def store(name, value):
+        if threading.get_ident() != owner or name in values:
+            return
+        values[name] = _first_tensor(value, name)
+        if stop_early and len(values) == len(names):
             raise _StopForward
 
-    def _hook(self, name):
-        def hook(module, args, output):
-            self._store(name, output)
+    def output_hook(name):
+        return lambda mod, args, output: store(name, output)
+
+    def input_hook(name):
+        def hook(mod, args):
+            if not args:
+                raise TypeError(
+                    f"Layer {name!r} is called with keyword arguments only, so its "
+                    "input cannot be captured; choose another layer."
+                )
+            store(name, args[0])
 
         return hook
 
-    def _pre_hook(self, name):
-        def hook(module, args):
-            self._store(name, args[0])
-
-        return hook
-
-    def reset(self):
-        self.values = {}
-
-
-def _forward(module, batch, capture):
-    """One forward pass; returns the final output or the captured layers."""
-    if capture is None:
-        return module(batch)
-    capture.reset()
+    submodules = dict(module.named_modules())
+    check_layers(module, names)
+    handles = []
     try:
-        module(batch)
-    except _StopForward:
-        pass
-    missing = [n for n in capture.names if n not in capture.values]
+        for name in names:
+            sub = submodules[name]
+            if inputs:
+                handles.append(sub.register_forward_pre_hook(input_hook(name)))
+            else:
+                handles.append(sub.register_forward_hook(output_hook(name)))
+        try:
+            module(x)
+        except _StopForward:
+            pass
+    finally:
+        for handle in handles:
+            handle.remove()
+    missing = [n for n in names if n not in values]
     if missing:
         raise ValueError(
-            f"Layer(s) {missing} were not called during the forward pass, so they "
-            "have no output to return; choose layers that the module's forward uses."
+            f"Layer(s) {missing} were not called during the forward pass of "
+            f"{type(module).__name__}, so they have no output to return; choose "
+            "layers that the module's forward uses."
         )
-    parts = [capture.values[n].reshape(batch.shape[0], -1) for n in capture.names]
-    return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+    return [values[n] for n in names]
+
+
+class CutAt(nn.Module):
+    """A model run up to some of its layers, as a module of its own.
+
+    ``CutAt(model, ["fc"], inputs=True)`` returns what ``model.fc`` receives;
+    with ``inputs=False`` what the layers return. Several layers are flattened
+    per row and concatenated. The model is neither copied nor changed (it is
+    registered as a submodule, shared): this is :func:`forward_captured` as a
+    module, so a cut can be merged, run by :func:`run_module` or exported.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+    layers : list of str
+        Names as in ``model.named_modules()``.
+    inputs : bool, default=False
+        Capture what goes into the layers instead of what comes out.
+    stop_early : bool, default=True
+        Skip the layers after the last captured one. Exporters that trace the
+        graph need ``False``.
+    """
+
+    def __init__(self, model, layers, *, inputs=False, stop_early=True):
+        super().__init__()
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}.")
+        layers = [layers] if isinstance(layers, str) else list(layers)
+        if not layers or not all(isinstance(n, str) for n in layers):
+            raise TypeError(f"layers must be a non-empty list of str; got {layers!r:.80}.")
+        check_layers(model, layers)
+        self.model = model
+        self.layers = layers
+        self.inputs = inputs
+        self.stop_early = stop_early
+
+    def forward(self, x):
+        parts = forward_captured(
+            self.model, x, self.layers, inputs=self.inputs, stop_early=self.stop_early
+        )
+        if len(parts) == 1 and parts[0].ndim == 2:
+            return parts[0]
+        parts = [p.reshape(p.shape[0], -1) for p in parts]
+        return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+
+    def extra_repr(self):
+        return f"layers={self.layers!r}, inputs={self.inputs}"
+
+
+# -- probabilities -------------------------------------------------------------
+
+
+def to_proba(logits):
+    """Probabilities from logits, in float64 so each row sums to one within 1e-12.
+
+    A single column is a binary logit (sigmoid, two columns out); softmax over
+    one column would be all ones.
+    """
+    logits = logits.to(torch.float64)
+    if logits.ndim == 2 and logits.shape[1] == 1:
+        p = torch.sigmoid(logits)
+        return torch.cat([1 - p, p], dim=1)
+    return torch.softmax(logits, dim=-1)
+
+
+def normalize_proba(proba):
+    """Rows of non-negative scores as float64 probabilities summing to one."""
+    proba = np.asarray(proba, dtype=np.float64)
+    total = proba.sum(axis=1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return proba / total
+
+
+# -- the run -------------------------------------------------------------------
 
 
 def run_module(
@@ -151,6 +353,7 @@ def run_module(
     layers=None,
     layer_inputs=False,
     postprocess=None,
+    dtype=np.float32,
 ):
     """Run ``module`` on the rows of ``X`` in batches, without gradients.
 
@@ -158,9 +361,10 @@ def run_module(
     ----------
     module : torch.nn.Module
         The network. It is put in eval mode for the call and its training flags
-        are restored afterwards; its weights are never touched.
+        are restored afterwards; its weights are never touched. The call holds
+        :func:`module_lock`, so threads sharing a module get sequential results.
     X : ndarray of shape (n_samples, ...)
-        Input rows, already float32 (the caller converts once).
+        Input rows, already float32 (see :func:`check_rows`).
     batch_size : int, default=1024
         Rows per forward pass.
     device : str or torch.device, default=None
@@ -171,40 +375,38 @@ def run_module(
     layer_inputs : bool, default=False
         Capture the *inputs* of ``layers`` instead of their outputs.
     postprocess : callable, default=None
-        Applied to each batch's output tensor on the device (e.g. softmax).
+        Applied to each batch's output tensor on the device (e.g. :func:`to_proba`).
+    dtype : numpy dtype, default=np.float32
+        dtype of the returned array.
 
     Returns
     -------
     out : ndarray of shape (n_samples, n_outputs)
-        float32, allocated once after the first batch, so peak memory is the
-        output plus one batch of activations.
+        Allocated once after the first batch, so peak memory is the output plus
+        one batch of activations.
     """
-    device = module_device(module) if device is None else torch.device(device)
     n = X.shape[0]
+    if n == 0:
+        raise ValueError("Cannot run a module on 0 rows; pass at least one row.")
     out = None
-    capture = None
-    if layers:
-        capture = _Capture(module, layers, inputs=layer_inputs)
-    with eval_mode(module), torch.inference_mode():
-        if capture is not None:
-            capture.__enter__()
-        try:
+    with module_lock(module):
+        device = module_device(module) if device is None else torch.device(device)
+        with eval_mode(module), torch.inference_mode():
             for start in range(0, n, batch_size):
                 # A copy, not a view: a module with an in-place first op
                 # (ReLU(inplace=True)) must not write into the caller's array,
                 # and read-only input (pandas copy-on-write) stays quiet.
                 batch = torch.from_numpy(X[start : start + batch_size].copy()).to(device)
-                result = _forward(module, batch, capture)
-                result = _first_tensor(result, "<final output>")
+                if layers:
+                    parts = forward_captured(module, batch, layers, inputs=layer_inputs)
+                    parts = [p.reshape(batch.shape[0], -1) for p in parts]
+                    result = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+                else:
+                    result = _first_tensor(module(batch), "<final output>")
                 if postprocess is not None:
                     result = postprocess(result)
                 result = result.reshape(result.shape[0], -1)
                 if out is None:
-                    out = np.empty((n, result.shape[1]), dtype=np.float32)
-                out[start : start + result.shape[0]] = result.to("cpu", torch.float32).numpy()
-        finally:
-            if capture is not None:
-                capture.__exit__(None, None, None)
-    if out is None:
-        raise ValueError("Cannot run a module on 0 rows.")
+                    out = np.empty((n, result.shape[1]), dtype=dtype)
+                out[start : start + result.shape[0]] = result.detach().cpu().numpy()
     return out
