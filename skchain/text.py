@@ -29,7 +29,7 @@ from sklearn.utils.validation import (
 )
 
 from ._cache import CACHE_CONSTRAINT, cached_outputs, model_fingerprint, weights_digest
-from ._runner import resolve_device
+from ._runner import check_finite_output, module_lock, resolve_device
 
 __all__ = ["TextEmbedder"]
 
@@ -400,14 +400,18 @@ class TextEmbedder(TransformerMixin, BaseEstimator):
         return cached_outputs(self.cache, self._output_fingerprint, texts, self._encode)
 
     def _encode(self, texts):
-        embeddings = self.model_.encode(
-            list(texts),
-            batch_size=self.batch_size,
-            show_progress_bar=False,
-            convert_to_numpy=True,
-            normalize_embeddings=self.normalize,
-        )
-        return np.asarray(embeddings, dtype=np.float32)
+        # Embedders of one process share the loaded model, and a fast
+        # tokenizer used from two threads at once fails ("Already borrowed"):
+        # runs of one model take turns, as every module run in skchain does.
+        with module_lock(self.model_):
+            embeddings = self.model_.encode(
+                list(texts),
+                batch_size=self.batch_size,
+                show_progress_bar=False,
+                convert_to_numpy=True,
+                normalize_embeddings=self.normalize,
+            )
+        return check_finite_output(np.asarray(embeddings, dtype=np.float32), "TextEmbedder")
 
     def _output_fingerprint(self):
         model = self.model_

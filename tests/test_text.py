@@ -383,3 +383,31 @@ def test_works_inside_pipeline_memory(tmp_path, topics, embedded):
     np.testing.assert_allclose(
         again["embed"].transform(texts[:3]), embedded[:3], rtol=1e-5, atol=1e-6
     )
+
+
+def test_threads_share_one_model_and_get_sequential_results(topics, embedded):
+    from concurrent.futures import ThreadPoolExecutor
+
+    texts = list(topics[0][:40])
+    embedder = TextEmbedder(cache=False).fit(texts)
+    expected = embedder.transform(texts)
+    chunks = [texts[i::4] for i in range(4)] * 3
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(embedder.transform, chunks))
+    for chunk, result in zip(chunks, results, strict=True):
+        rows = [texts.index(t) for t in chunk]
+        np.testing.assert_allclose(result, expected[rows], rtol=1e-5, atol=1e-6)
+
+
+def test_non_finite_embeddings_warn(topics, monkeypatch):
+    texts = list(topics[0][:5])
+    embedder = TextEmbedder(cache=False).fit(texts)
+
+    def broken(*args, **kwargs):
+        out = np.ones((len(args[0]), embedder.embedding_dim_), dtype=np.float32)
+        out[1, 0] = np.nan
+        return out
+
+    monkeypatch.setattr(embedder.model_, "encode", broken)
+    with pytest.warns(RuntimeWarning, match="TextEmbedder produced NaN or infinity in 1 of 5"):
+        embedder.transform(texts)
