@@ -32,6 +32,7 @@ Run: ``python benchmarks/bench_ensemble.py [--quick]``.
 """
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -155,6 +156,7 @@ def main():
 
 
 def run(quick):
+    load_start = os.getloadavg()[0]
     X, y = load_digits(return_X_y=True)
     X = (X / 16.0).astype(np.float32)
     seeds = range(1) if quick else range(5)
@@ -198,7 +200,10 @@ def run(quick):
         f"Inference on the {len(y) - 1300} test rows: the equal-weight ensemble's "
         f"predict_proba (4 skorch members through skchain's runner) {runner_s * 1e3:.1f} ms "
         f"against {skorch_s * 1e3:.1f} ms for the 4 members' own skorch predict_proba; "
-        f"ratio runner / skorch = {runner_s / skorch_s:.2f} (best of 3, mean over splits).\n"
+        f"ratio runner / skorch = {runner_s / skorch_s:.2f} (best of 3, mean over splits).\n\n"
+        f"Load average (1 min) {load_start:.1f} at the start and {os.getloadavg()[0]:.1f} at "
+        "the end of the run: absolute times on a shared machine are only comparable "
+        "within one run.\n"
     )
     if quick:
         print(body)

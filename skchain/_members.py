@@ -28,6 +28,7 @@ from sklearn.exceptions import NotFittedError
 from sklearn.utils import get_tags
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from ._outputs import describe_net
 from ._runner import check_finite_output, normalize_proba, run_module
 
 __all__ = [
@@ -253,18 +254,20 @@ def _net_batch_size(net, n):
 
 def _net_outputs(net, X32, who, method):
     """What a plain skorch net's ``predict_proba``/``predict`` give, via the runner."""
-    from skorch import NeuralNetBinaryClassifier, NeuralNetClassifier
-
-    nonlin = net._get_predict_nonlinearity()
-    classifier = isinstance(net, (NeuralNetClassifier, NeuralNetBinaryClassifier))
+    info = describe_net(net)
+    classifier = info.kind in ("classifier", "binary")
     if classifier:
-        # skorch's nonlinearity applied in float64: rows sum to one within 1e-12.
+        to_proba = info.to_proba  # the net's own predict nonlinearity
+
+        # ... applied in float64: rows sum to one within 1e-12.
         def post(t):
-            return nonlin(t.to(torch.float64))
+            return to_proba(t.to(torch.float64))
     else:
-        post = nonlin
+        # skorch's predict of a regressor (or any net) is its predict_proba:
+        # the forward output through the same nonlinearity (identity for MSE).
+        post = net._get_predict_nonlinearity()
     out = run_torch(
-        net.module_,
+        info.module,
         X32,
         who,
         batch_size=_net_batch_size(net, X32.shape[0]),
@@ -276,9 +279,10 @@ def _net_outputs(net, X32, who, method):
     proba = normalize_proba(out)
     if method == "predict_proba":
         return proba
-    if isinstance(net, NeuralNetBinaryClassifier):
-        return np.asarray(net.classes_)[(proba[:, 1] > net.threshold).astype(int)]
-    return np.asarray(net.classes_)[np.argmax(proba, axis=1)]
+    if info.kind == "binary":
+        return info.classes[(proba[:, 1] > net.threshold).astype(int)]
+    # Labels from classes_, where skorch's own predict returns column indices.
+    return info.classes[np.argmax(proba, axis=1)]
 
 
 def member_outputs(name, est, rows, method):
