@@ -32,8 +32,11 @@ from ._outputs import describe_net
 from ._runner import check_finite_output, normalize_proba, run_module
 
 __all__ = [
+    "Rows",
+    "check_member_widths",
     "check_members",
     "fit_or_restore",
+    "input_tags",
     "member_kind",
     "member_outputs",
     "run_torch",

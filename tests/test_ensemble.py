@@ -496,16 +496,18 @@ def _methods(est):
     return names
 
 
-@pytest.mark.parametrize("which", ["clf", "reg", "only_net"])
+@pytest.mark.parametrize("which", ["clf", "reg", "only_net", "module"])
 @pytest.mark.parametrize("kind", sorted(_VALID_KINDS))
 def test_valid_input_gives_the_clean_result(mixed, which, kind):
     _, _, clf, reg, only_net = mixed
-    est = {"clf": clf, "reg": reg, "only_net": only_net}[which]
+    module = clf.named_estimators_["module"]  # used without fit, as documented
+    est = {"clf": clf, "reg": reg, "only_net": only_net, "module": module}[which]
     clean = _base_rows()
-    for method in _methods(est):
+    methods = ["predict", "predict_proba"] if which == "module" else _methods(est)
+    for method in methods:
         expected = getattr(est, method)(clean)
         got = getattr(est, method)(_VALID_KINDS[kind](clean))
-        if method == "predict" and which == "clf":
+        if method == "predict" and which in ("clf", "module"):
             np.testing.assert_array_equal(got, expected)
         else:
             np.testing.assert_allclose(np.asarray(got), expected, rtol=1e-5, atol=1e-7)
