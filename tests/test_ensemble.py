@@ -745,6 +745,9 @@ def test_threads_give_the_sequential_results(mixed):
         for method in _methods(est)
         for i in range(4)
     ]
+    modules = [clf.named_estimators_["net"].module_, clf.named_estimators_["module"].module]
+    modules[0].train()  # a member left in train mode (as skorch leaves it) stays so
+    flags = [[m.training for m in mod.modules()] for mod in modules]
     expected = [getattr(est, m)(chunks[i]) for est, m, i in calls]
     with ThreadPoolExecutor(max_workers=4) as pool:
         got = list(pool.map(lambda c: getattr(c[0], c[1])(chunks[c[2]]), calls * 3))
@@ -753,8 +756,9 @@ def test_threads_give_the_sequential_results(mixed):
             np.asarray(result, dtype=float), np.asarray(expected[k % len(calls)], dtype=float),
             rtol=1e-6, atol=1e-9,
         )
-    module = clf.named_estimators_["module"].module
-    assert all(not m._forward_hooks and not m._forward_pre_hooks for m in module.modules())
+    for mod, before in zip(modules, flags, strict=True):
+        assert [m.training for m in mod.modules()] == before
+        assert all(not m._forward_hooks and not m._forward_pre_hooks for m in mod.modules())
 
 
 def test_subset_invariance_float32(mixed):
