@@ -13,7 +13,16 @@ splits:
 - scikit-learn's ``VotingClassifier`` (soft) over the same four net recipes,
   which clones and refits every member: it is given the rows of all four
   members together (with their true labels), so it trains four nets on the
-  900 rows, while the output ensembles train none.
+  900 rows, while the output ensembles train none;
+- scikit-learn's ``VotingClassifier`` (soft) over the four pretrained nets
+  wrapped in ``sklearn.frozen.FrozenEstimator``: the plain alternative to the
+  equal-weight output ensemble (same numbers expected).
+
+Inference path: ``predict_proba`` of the equal-weight ensemble (its skorch
+members run by skchain's runner: one contiguous float32 array in slices)
+against the sum of the members' own skorch ``predict_proba`` calls (a
+``Dataset`` indexed row by row), on the test rows, as a ratio measured in the
+same run.
 
 Times are the ``fit`` of each combiner (for the output ensembles: one
 inference pass of every member over the held-out rows, plus the weight fit)
@@ -23,6 +32,7 @@ Run: ``python benchmarks/bench_ensemble.py [--quick]``.
 """
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -32,6 +42,7 @@ import torch
 from sklearn.base import clone
 from sklearn.datasets import load_digits
 from sklearn.ensemble import VotingClassifier
+from sklearn.frozen import FrozenEstimator
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, log_loss
 
@@ -117,6 +128,18 @@ def run_seed(seed, X, y):
         if params.get("weights") == "learn":
             weights = ens.weights_
 
+    frozen = VotingClassifier([(n, FrozenEstimator(m)) for n, m in members], voting="soft")
+    _, fit_s = timed(lambda: frozen.fit(X_ho, y_ho))
+    score("sklearn VotingClassifier over FrozenEstimator members", frozen, fit_s)
+
+    # Inference path, best of 3: the runner against skorch's own predict_proba.
+    mean = OutputEnsembleClassifier(members).fit(X_ho, y_ho)
+    runner_s = min(timed(lambda: mean.predict_proba(X_te))[1] for _ in range(3))
+    skorch_s = min(
+        timed(lambda: [m.predict_proba(X_te) for _, m in members])[1] for _ in range(3)
+    )
+    results["_inference"] = (runner_s, skorch_s)
+
     all_rows = np.concatenate(member_rows)
     voting = VotingClassifier([(n, clone(m)) for n, m in members], voting="soft")
     _, fit_s = timed(lambda: voting.fit(X[all_rows], y[all_rows]))
@@ -133,6 +156,7 @@ def main():
 
 
 def run(quick):
+    load_start = os.getloadavg()[0]
     X, y = load_digits(return_X_y=True)
     X = (X / 16.0).astype(np.float32)
     seeds = range(1) if quick else range(5)
@@ -145,6 +169,7 @@ def run(quick):
     rows = []
     reference = "sklearn VotingClassifier (refits 4 nets on all member rows)"
     ref_fit = np.mean([r[reference][2] for r in per_seed])
+    runner_s, skorch_s = np.array([r.pop("_inference") for r in per_seed]).mean(axis=0)
     for name in per_seed[0]:
         values = np.array([r[name] for r in per_seed])
         acc, ll, fit_s, predict_s = values.mean(axis=0)
@@ -171,7 +196,14 @@ def run(quick):
         f"ensembles, the other {len(y) - 1300} rows score them. Member rows are disjoint. "
         "Members' fit time is not counted (they are pretrained); VotingClassifier's fit "
         "trains its four nets.\n\n"
-        f"{table}\n\nMean learned weights: {names}.\n"
+        f"{table}\n\nMean learned weights: {names}.\n\n"
+        f"Inference on the {len(y) - 1300} test rows: the equal-weight ensemble's "
+        f"predict_proba (4 skorch members through skchain's runner) {runner_s * 1e3:.1f} ms "
+        f"against {skorch_s * 1e3:.1f} ms for the 4 members' own skorch predict_proba; "
+        f"ratio runner / skorch = {runner_s / skorch_s:.2f} (best of 3, mean over splits).\n\n"
+        f"Load average (1 min) {load_start:.1f} at the start and {os.getloadavg()[0]:.1f} at "
+        "the end of the run: absolute times on a shared machine are only comparable "
+        "within one run.\n"
     )
     if quick:
         print(body)

@@ -5,245 +5,53 @@ loaded from weights, fitted scikit-learn estimators -- can be combined into one
 estimator by averaging their predicted probabilities, by a majority vote, or by
 weights learned on held-out data. Unlike :class:`sklearn.ensemble.VotingClassifier`,
 which clones and refits every member, the estimators here treat their members as
-*prefit*: ``fit`` never trains a member and never changes one of its weights; it
-only checks the members and, where asked, learns how to combine them.
+*prefit*, as :class:`sklearn.frozen.FrozenEstimator` does: ``fit`` never trains,
+copies or changes a member; it only checks the members and, where asked,
+learns how to combine them, and ``clone`` shares the members.
 
 :class:`ModuleClassifier` turns a plain pretrained ``torch.nn.Module`` whose
 outputs are class logits into such a member.
 """
 
-import copy
 import warnings
-from numbers import Integral
 
 import numpy as np
-import torch
 from scipy.optimize import minimize, nnls
 from sklearn.base import (
     BaseEstimator,
     ClassifierMixin,
     RegressorMixin,
+    TransformerMixin,
     _fit_context,
     clone,
-    is_classifier,
-    is_regressor,
 )
-from sklearn.exceptions import NotFittedError
-from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
+from sklearn.utils import Bunch
+from sklearn.utils._param_validation import HasMethods, StrOptions
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import (
+    _check_feature_names_in,
     check_array,
     check_consistent_length,
     check_is_fitted,
     column_or_1d,
-    validate_data,
 )
-from torch import nn
 
-from ._runner import run_module
+from ._members import (
+    check_member_widths,
+    check_members,
+    fit_or_restore,
+    input_tags,
+    member_outputs,
+    validate_rows,
+)
+from ._module_classifier import ModuleClassifier, check_known_labels
 
 __all__ = ["ModuleClassifier", "OutputEnsembleClassifier", "OutputEnsembleRegressor"]
 
 # Probabilities are clipped here before the log in the learned-weights loss, so a
 # member that gives a true class probability 0 costs a large but finite loss.
 _EPS = 1e-12
-
-
-# -- a plain torch classifier as a member --------------------------------------
-
-
-class ModuleClassifier(ClassifierMixin, BaseEstimator):
-    """A pretrained torch classifier module as a scikit-learn classifier.
-
-    The module is used as it is: it is never trained, and ``fit`` only checks
-    the data and records ``n_features_in_``. Because a pretrained module needs
-    no fitting, a ``ModuleClassifier`` predicts right after construction too,
-    so it can be given to :class:`OutputEnsembleClassifier` directly.
-
-    Parameters
-    ----------
-    module : torch.nn.Module
-        The trained network; it maps a float32 batch of shape
-        ``(n, n_features)`` to one output column per class.
-    classes : array-like of shape (n_classes,)
-        The label of each output column, in column order (the labels the
-        module was trained with, e.g. as encoded by a ``LabelEncoder``).
-    output : {"logits", "proba"}, default="logits"
-        What the module returns: logits (a softmax is applied) or
-        probabilities (used as they are).
-    batch_size : int, default=1024
-        Rows per forward pass. The batches go to the device the module lives
-        on: move it first (``module.to("cuda")``) to predict on a GPU.
-
-    Attributes
-    ----------
-    classes_ : ndarray of shape (n_classes,)
-        ``classes`` as an array.
-    n_features_in_ : int
-        Number of features seen in ``fit`` (only after ``fit``; before it, any
-        width the module accepts is used).
-
-    See Also
-    --------
-    OutputEnsembleClassifier : Combines such members.
-
-    Examples
-    --------
-    >>> import torch
-    >>> from skchain import ModuleClassifier
-    >>> torch.manual_seed(0)  # doctest: +ELLIPSIS
-    <torch._C.Generator object at ...>
-    >>> clf = ModuleClassifier(torch.nn.Linear(4, 3), classes=["a", "b", "c"])
-    >>> X = torch.randn(5, 4).numpy()
-    >>> clf.predict_proba(X).shape
-    (5, 3)
-    >>> clf.predict(X)[:2].tolist()
-    ['c', 'b']
-    """
-
-    _parameter_constraints: dict = {
-        "module": [nn.Module],
-        "classes": ["array-like"],
-        "output": [StrOptions({"logits", "proba"})],
-        "batch_size": [Interval(Integral, 1, None, closed="left")],
-    }
-
-    def __init__(self, module, classes, *, output="logits", batch_size=1024):
-        self.module = module
-        self.classes = classes
-        self.output = output
-        self.batch_size = batch_size
-
-    @property
-    def classes_(self):
-        classes = np.asarray(self.classes)
-        if classes.ndim != 1 or classes.size < 2 or len(np.unique(classes)) != classes.size:
-            raise ValueError(
-                "classes must be a 1-D list of at least 2 distinct labels, one per "
-                f"output column of the module; got {classes.tolist()!r:.80}."
-            )
-        return classes
-
-    def __sklearn_is_fitted__(self):
-        # A pretrained module is fitted by construction.
-        return True
-
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.input_tags.allow_nan = False
-        tags.target_tags.required = False
-        return tags
-
-    @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y=None):
-        """Check ``X`` (and ``y``) and record their width; the module is not trained.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-        y : array-like of shape (n_samples,), default=None
-            If given, every label must be one of ``classes``.
-
-        Returns
-        -------
-        self : ModuleClassifier
-        """
-        if y is None:
-            validate_data(self, X, dtype=np.float32)
-        else:
-            _, y = validate_data(self, X, y, dtype=np.float32)
-            check_classification_targets(y)
-            _check_known_labels(y, self.classes_, type(self).__name__)
-        return self
-
-    def predict_proba(self, X):
-        """Class probabilities from the module.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-
-        Returns
-        -------
-        proba : ndarray of shape (n_samples, n_classes)
-        """
-        classes = self.classes_
-        X = validate_data(self, X, dtype=np.float32, reset=False)
-        post = (lambda t: torch.softmax(t, dim=1)) if self.output == "logits" else None
-        proba = run_module(self.module, X, batch_size=self.batch_size, postprocess=post)
-        if proba.ndim != 2 or proba.shape[1] != classes.size:
-            raise ValueError(
-                f"The module returns {proba.shape[1:]} values per row but classes has "
-                f"{classes.size} labels; give one label per output column."
-            )
-        proba = proba.astype(np.float64)
-        if self.output == "logits":
-            # float32 softmax rows sum to 1 only up to ~1e-7; metrics warn about that.
-            proba /= proba.sum(axis=1, keepdims=True)
-        return proba
-
-    def predict(self, X):
-        """The most probable class of each row.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-
-        Returns
-        -------
-        y : ndarray of shape (n_samples,)
-        """
-        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
-
-
-# -- shared helpers ---------------------------------------------------------------
-
-
-def _check_known_labels(y, classes, who):
-    unknown = np.setdiff1d(np.unique(y), classes)
-    if unknown.size:
-        raise ValueError(
-            f"y has labels {unknown.tolist()!r:.80} that {who} cannot predict (the "
-            f"classes it knows are {classes.tolist()!r:.80}); fit on rows of those "
-            "classes only."
-        )
-
-
-def _check_estimators(estimators, kind):
-    """Validate ``(name, estimator)`` pairs of already-fitted members."""
-    if isinstance(estimators, dict) or not isinstance(estimators, (list, tuple)):
-        raise TypeError(
-            "estimators must be a list of (name, fitted_estimator) pairs, as in "
-            f"VotingClassifier; got {type(estimators).__name__}."
-        )
-    if not estimators:
-        raise ValueError("estimators is empty; give at least one (name, estimator) pair.")
-    names = []
-    for item in estimators:
-        if not (isinstance(item, (tuple, list)) and len(item) == 2):
-            raise TypeError(f"Each member is a (name, estimator) pair; got {item!r:.80}.")
-        name, est = item
-        if not isinstance(name, str) or not name:
-            raise ValueError(f"Member name {name!r} must be a non-empty str.")
-        if name in names:
-            raise ValueError(f"Member name {name!r} is used twice; names must be unique.")
-        names.append(name)
-        wrong = is_regressor(est) if kind == "classifier" else is_classifier(est)
-        if wrong or not hasattr(est, "predict"):
-            raise TypeError(
-                f"Member {name!r} ({type(est).__name__}) is not a {kind}; every member "
-                f"must be a fitted {kind} with a predict method."
-            )
-        try:
-            check_is_fitted(est)
-        except NotFittedError as exc:
-            raise ValueError(
-                f"Member {name!r} ({type(est).__name__}) is not fitted. Members are "
-                "used as they are and never trained here: fit it first (for a "
-                "pretrained torch module use skchain.ModuleClassifier)."
-            ) from exc
-    return names
 
 
 def _check_weights(weights, n_members):
@@ -263,61 +71,78 @@ def _check_weights(weights, n_members):
     return w / w.sum()
 
 
-def _clone_prefit(estimator):
-    """``clone`` that keeps the fitted members (copied whole) and the output config.
-
-    scikit-learn's ``clone`` rebuilds estimators from their parameters, which
-    would leave the members unfitted; a deep copy keeps their fitted state and
-    weights bit for bit, and the copy is independent of the original.
-    """
-    params = estimator.get_params(deep=False)
-    members = copy.deepcopy(params.pop("estimators"))
-    params = {k: clone(v, safe=False) for k, v in params.items()}
-    other = type(estimator)(estimators=members, **params)
-    if hasattr(estimator, "_sklearn_output_config"):
-        other._sklearn_output_config = copy.deepcopy(estimator._sklearn_output_config)
-    return other
-
-
-class _OutputEnsemble(BaseEstimator):
+class _OutputEnsemble(TransformerMixin, BaseEstimator):
     """Code shared by the two output ensembles."""
 
     def __sklearn_clone__(self):
-        return _clone_prefit(self)
+        # As FrozenEstimator: the prefit members are shared, never copied (a
+        # copy of a large pretrained net per fold and candidate costs seconds
+        # and gigabytes); the other parameters are cloned as usual.
+        params = self.get_params(deep=False)
+        members = params.pop("estimators")
+        if isinstance(members, (list, tuple)):
+            members = [tuple(p) if isinstance(p, (list, tuple)) else p for p in members]
+        params = {k: clone(v, safe=False) for k, v in params.items()}
+        other = type(self)(estimators=members, **params)
+        if hasattr(self, "_sklearn_output_config"):
+            other._sklearn_output_config = dict(self._sklearn_output_config)
+        return other
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.required = False
+        tags.input_tags.allow_nan, tags.input_tags.sparse = input_tags(self.estimators)
+        # transform gives float64 probabilities / predictions, or labels (hard vote).
+        hard = getattr(self, "voting", "soft") == "hard"
+        tags.transformer_tags.preserves_dtype = [] if hard else ["float64"]
+        return tags
 
     @property
     def named_estimators(self):
-        """The members by name (a dict)."""
-        return dict(self.estimators)
+        """The members by name (:class:`~sklearn.utils.Bunch`)."""
+        return Bunch(**dict(self.estimators))
 
     @property
     def _learns(self):
         return isinstance(self.weights, str) or self.final_estimator is not None
 
     def _check_fit_inputs(self, X, y, kind):
-        """Validation at the top of ``fit``: parameters, members, ``y``, ``X``."""
+        """Validation at the top of ``fit``: parameters, members, ``y``, ``X``.
+
+        Returns the validated rows and records the members as ``estimators_``
+        and ``named_estimators_`` (the objects themselves, not copies).
+        """
         if self.final_estimator is not None and self.weights is not None:
             raise ValueError(
                 "final_estimator and weights cannot be combined: the final estimator "
                 "learns its own combination. Set weights=None."
             )
-        _check_estimators(self.estimators, kind)
+        check_members(self.estimators, kind)
         if y is None and self._learns:
             raise ValueError(
-                "y is required to learn weights or a final_estimator; pass held-out "
+                f"{type(self).__name__} requires y to be passed, but the target y is "
+                "None: y is required to learn weights or a final_estimator; pass held-out "
                 f"{'labels' if kind == 'classifier' else 'targets'}, or use fixed weights."
             )
-        self._validate_X(X, reset=True)
+        rows = validate_rows(self, X, reset=True)
+        check_member_widths(self.estimators, self.n_features_in_)
+        self.estimators_ = [est for _, est in self.estimators]
+        self.named_estimators_ = Bunch(**dict(self.estimators))
+        return rows
 
-    def _validate_X(self, X, reset):
-        # Members validate the values themselves (they may take text or
-        # DataFrames); here only the width and feature names are recorded/checked.
-        if not reset and getattr(X, "ndim", 2) == 1:
-            return  # the members raise their "Reshape your data" error
-        validate_data(self, X, reset=reset, skip_check_array=True)
+    def _rows(self, X):
+        check_is_fitted(self)
+        return validate_rows(self, X, reset=False)
 
+    def _names_out(self, input_features, suffixes):
+        check_is_fitted(self, "n_features_in_")
+        _check_feature_names_in(self, input_features, generate_names=False)
+        prefix = type(self).__name__.lower()
+        return np.asarray(
+            [f"{prefix}_{name}{s}" for name, _ in self.estimators for s in suffixes],
+            dtype=object,
+        )
 
-# -- classification -----------------------------------------------------------
 
 
 def _learn_simplex_weights(q):
@@ -352,13 +177,24 @@ def _learn_simplex_weights(q):
     return w / w.sum()
 
 
+
+
 class OutputEnsembleClassifier(ClassifierMixin, _OutputEnsemble):
     """Combine fitted classifiers by averaging, voting or learned weights.
 
-    The members are used as they are: ``fit`` never trains them and never
-    changes their weights, and :func:`sklearn.base.clone` (as used by
-    ``GridSearchCV`` and ``cross_val_score``) copies them whole, fitted. What
-    ``fit`` learns, if anything, is how to combine them.
+    The members are used as they are: ``fit`` never trains, copies or changes
+    them, and :func:`sklearn.base.clone` (as used by ``GridSearchCV`` and
+    ``cross_val_score``) shares them, as :class:`sklearn.frozen.FrozenEstimator`
+    does. What ``fit`` learns, if anything, is how to combine them.
+
+    ``X`` is validated once, before any member runs: with a torch member it
+    must be a finite numeric 2-D table (any dtype, memory order or container,
+    converted once to C-ordered float32 for the torch members); scikit-learn
+    members get the validated array, or the caller's DataFrame when they were
+    fitted on one. skorch nets and :class:`ModuleClassifier` members are run
+    by skchain's runner (batches, eval mode, no gradients, a per-module lock,
+    so threads sharing the ensemble get sequential results); probabilities are
+    float64 with rows summing to one within 1e-12.
 
     Parameters
     ----------
@@ -395,8 +231,12 @@ class OutputEnsembleClassifier(ClassifierMixin, _OutputEnsemble):
         a ``final_estimator``.
     final_estimator_ : estimator or None
         The fitted combiner.
+    estimators_ : list of estimators
+        The members themselves (not copies), in order.
+    named_estimators_ : :class:`~sklearn.utils.Bunch`
+        The members by name.
     n_features_in_ : int
-        Number of features seen during ``fit`` (when ``X`` has a width).
+        Number of features seen during ``fit``.
     feature_names_in_ : ndarray of shape (`n_features_in_`,)
         Names of features seen during ``fit``, when ``X`` has string column names.
 
@@ -404,7 +244,8 @@ class OutputEnsembleClassifier(ClassifierMixin, _OutputEnsemble):
     --------
     OutputEnsembleRegressor : The same for regressors.
     ModuleClassifier : A plain torch module as a member.
-    sklearn.ensemble.VotingClassifier : Refits its members instead.
+    sklearn.ensemble.VotingClassifier : Refits its members, or shares
+        :class:`~sklearn.frozen.FrozenEstimator` members.
 
     Examples
     --------
@@ -435,14 +276,18 @@ class OutputEnsembleClassifier(ClassifierMixin, _OutputEnsemble):
         self.weights = weights
         self.final_estimator = final_estimator
 
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.target_tags.required = False
-        return tags
-
     def _member_classes(self):
         """The sorted shared labels and, per member, its column positions in them."""
-        sets = [(name, np.asarray(est.classes_)) for name, est in self.estimators]
+        sets = []
+        for name, est in self.estimators:
+            try:
+                sets.append((name, np.asarray(est.classes_)))
+            except AttributeError as exc:
+                raise TypeError(
+                    f"Member {name!r} ({type(est).__name__}) has no classes_, so its "
+                    "outputs cannot be matched to labels; give a skorch net its "
+                    "classes (classes=[...]) or use a fitted classifier."
+                ) from exc
         classes = np.unique(sets[0][1])
         for name, own in sets[1:]:
             if own.size != classes.size or not np.array_equal(np.unique(own), classes):
@@ -454,24 +299,22 @@ class OutputEnsembleClassifier(ClassifierMixin, _OutputEnsemble):
                 )
         return classes, [np.searchsorted(classes, own) for _, own in sets]
 
-    def _member_probas(self, X):
-        """Shape (n_members, n_samples, n_classes), columns in ``classes_`` order."""
+    def _member_probas(self, rows):
+        """Shape (n_members, n_samples, n_classes), float64, columns in ``classes_`` order."""
         k = self.classes_.size
         out = []
-        for (_, est), cols in zip(self.estimators, self._columns_, strict=True):
-            proba = np.asarray(est.predict_proba(X), dtype=np.float64)
+        for (name, est), cols in zip(self.estimators, self._columns_, strict=True):
+            proba = member_outputs(name, est, rows, "predict_proba")
             aligned = np.zeros((proba.shape[0], k))
-            # float32 members' rows sum to 1 only up to rounding; renormalise in
-            # float64 so the mixture is a distribution to ~1e-16.
-            aligned[:, cols] = proba / np.maximum(proba.sum(axis=1, keepdims=True), _EPS)
+            aligned[:, cols] = proba
             out.append(aligned)
         return np.stack(out)
 
-    def _member_votes(self, X):
+    def _member_votes(self, rows):
         """Shape (n_members, n_samples): index in ``classes_`` of each member's label."""
         votes = []
         for name, est in self.estimators:
-            pred = np.asarray(est.predict(X))
+            pred = member_outputs(name, est, rows, "predict")
             idx = np.searchsorted(self.classes_, pred)
             idx = np.clip(idx, 0, self.classes_.size - 1)
             if not np.array_equal(self.classes_[idx], pred):
@@ -479,18 +322,18 @@ class OutputEnsembleClassifier(ClassifierMixin, _OutputEnsemble):
             votes.append(idx)
         return np.stack(votes)
 
-    def _features(self, X):
+    def _features(self, rows):
         """Concatenated member outputs, the input of ``final_estimator``."""
         if self.voting == "soft":
-            probas = self._member_probas(X)
-            return np.concatenate(list(probas), axis=1)
-        votes = self._member_votes(X)
+            return np.concatenate(list(self._member_probas(rows)), axis=1)
         eye = np.eye(self.classes_.size)
-        return np.concatenate([eye[v] for v in votes], axis=1)
+        return np.concatenate([eye[v] for v in self._member_votes(rows)], axis=1)
 
     @_fit_context(prefer_skip_nested_validation=False)
     def fit(self, X, y=None):
         """Check the members and learn how to combine them; no member is trained.
+
+        A failed ``fit`` leaves the previous fitted state as it was (or none).
 
         Parameters
         ----------
@@ -504,7 +347,12 @@ class OutputEnsembleClassifier(ClassifierMixin, _OutputEnsemble):
         -------
         self : OutputEnsembleClassifier
         """
-        self._check_fit_inputs(X, y, "classifier")
+        with fit_or_restore(self):
+            self._fit(X, y)
+        return self
+
+    def _fit(self, X, y):
+        rows = self._check_fit_inputs(X, y, "classifier")
         needs_proba = self.voting == "soft" or isinstance(self.weights, str)
         for name, est in self.estimators:
             if needs_proba and not hasattr(est, "predict_proba"):
@@ -515,34 +363,26 @@ class OutputEnsembleClassifier(ClassifierMixin, _OutputEnsemble):
         self.classes_, self._columns_ = self._member_classes()
         if y is not None:
             y = column_or_1d(y, warn=True)
-            check_consistent_length(X, y)
+            check_consistent_length(rows.validated, y)
             check_classification_targets(y)
-            _check_known_labels(y, self.classes_, "the ensemble's members")
+            check_known_labels(y, self.classes_, "the ensemble's members")
             y_idx = np.searchsorted(self.classes_, y)
         # Every member runs once on X, also with fixed weights: a member that
-        # cannot take X (wrong width, NaN, sparse...) fails here, not in predict.
+        # cannot take X fails here, not in predict.
         if needs_proba:
-            probas = self._member_probas(X)
+            probas = self._member_probas(rows)
         else:
-            self._member_votes(X)
+            self._member_votes(rows)
         self.final_estimator_ = None
         if self.final_estimator is not None:
             self.weights_ = None
-            self.final_estimator_ = clone(self.final_estimator).fit(self._features(X), y_idx)
+            features = self._features(rows)
+            self.final_estimator_ = clone(self.final_estimator).fit(features, y_idx)
         elif isinstance(self.weights, str):
             q = probas[:, np.arange(y_idx.size), y_idx].T
             self.weights_ = _learn_simplex_weights(q)
         else:
             self.weights_ = _check_weights(self.weights, len(self.estimators))
-        return self
-
-    def _final_proba(self, X):
-        # The combiner may have seen only some classes; its columns are placed.
-        f = self.final_estimator_
-        features = self._features(X)
-        proba = np.zeros((features.shape[0], self.classes_.size))
-        proba[:, f.classes_.astype(int)] = f.predict_proba(features)
-        return proba
 
     def _soft(self):
         return self.voting == "soft"
@@ -558,13 +398,17 @@ class OutputEnsembleClassifier(ClassifierMixin, _OutputEnsemble):
         Returns
         -------
         proba : ndarray of shape (n_samples, n_classes)
-            Columns in ``classes_`` order.
+            float64, columns in ``classes_`` order; each row sums to one
+            within 1e-12.
         """
-        check_is_fitted(self)
-        self._validate_X(X, reset=False)
+        rows = self._rows(X)
         if self.final_estimator_ is not None:
-            return self._final_proba(X)
-        return np.tensordot(self.weights_, self._member_probas(X), axes=1)
+            # The combiner may have seen only some classes; its columns are placed.
+            f = self.final_estimator_
+            proba = np.zeros((rows.validated.shape[0], self.classes_.size))
+            proba[:, f.classes_.astype(int)] = f.predict_proba(self._features(rows))
+            return proba
+        return np.tensordot(self.weights_, self._member_probas(rows), axes=1)
 
     def predict(self, X):
         """The combined prediction: soft average or hard weighted vote.
@@ -580,15 +424,53 @@ class OutputEnsembleClassifier(ClassifierMixin, _OutputEnsemble):
         check_is_fitted(self)
         if self.voting == "soft":
             return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
-        self._validate_X(X, reset=False)
+        rows = self._rows(X)
         if self.final_estimator_ is not None:
-            return self.classes_[self.final_estimator_.predict(self._features(X)).astype(int)]
-        votes = self._member_votes(X)
+            return self.classes_[self.final_estimator_.predict(self._features(rows)).astype(int)]
+        votes = self._member_votes(rows)
         counts = np.zeros((votes.shape[1], self.classes_.size))
         for w, v in zip(self.weights_, votes, strict=True):
             counts[np.arange(v.size), v] += w
         # argmax returns the first maximum: ties go to the label sorted first.
         return self.classes_[np.argmax(counts, axis=1)]
+
+    def transform(self, X):
+        """The members' outputs side by side, as ``VotingClassifier.transform``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        outputs : ndarray
+            ``voting="soft"``: shape (n_samples, n_estimators * n_classes), each
+            member's probabilities with columns in ``classes_`` order.
+            ``voting="hard"``: shape (n_samples, n_estimators), each member's
+            predicted label.
+        """
+        rows = self._rows(X)
+        if self.voting == "soft":
+            return np.concatenate(list(self._member_probas(rows)), axis=1)
+        return self.classes_[self._member_votes(rows)].T
+
+    def get_feature_names_out(self, input_features=None):
+        """Names of the ``transform`` columns, as ``VotingClassifier`` names them.
+
+        Parameters
+        ----------
+        input_features : array-like of str or None, default=None
+            Only checked against ``feature_names_in_``.
+
+        Returns
+        -------
+        feature_names_out : ndarray of str objects
+            ``<classname>_<member><i>`` for class ``i`` of ``classes_`` (soft),
+            ``<classname>_<member>`` (hard).
+        """
+        check_is_fitted(self)
+        suffixes = [""] if self.voting == "hard" else range(self.classes_.size)
+        return self._names_out(input_features, suffixes)
 
 
 # -- regression -----------------------------------------------------------------
@@ -597,8 +479,9 @@ class OutputEnsembleClassifier(ClassifierMixin, _OutputEnsemble):
 class OutputEnsembleRegressor(RegressorMixin, _OutputEnsemble):
     """Combine fitted regressors by a (weighted or learned) mean of predictions.
 
-    As :class:`OutputEnsembleClassifier`, the members are used as they are and
-    never trained; ``clone`` keeps them fitted.
+    As :class:`OutputEnsembleClassifier`, the members are used as they are,
+    never trained, copied or changed; ``clone`` shares them; ``X`` is validated
+    once before any member runs.
 
     Parameters
     ----------
@@ -619,8 +502,14 @@ class OutputEnsembleRegressor(RegressorMixin, _OutputEnsemble):
     weights_ : ndarray of shape (n_estimators,)
         The weights used; ``None`` with a ``final_estimator``.
     final_estimator_ : estimator or None
+    estimators_ : list of estimators
+        The members themselves (not copies), in order.
+    named_estimators_ : :class:`~sklearn.utils.Bunch`
+        The members by name.
+    n_targets_ : int
+        Number of targets the members predict.
     n_features_in_ : int
-        Number of features seen during ``fit`` (when ``X`` has a width).
+        Number of features seen during ``fit``.
     feature_names_in_ : ndarray of shape (`n_features_in_`,)
         Names of features seen during ``fit``, when ``X`` has string column names.
 
@@ -650,21 +539,15 @@ class OutputEnsembleRegressor(RegressorMixin, _OutputEnsemble):
         self.weights = weights
         self.final_estimator = final_estimator
 
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.target_tags.required = False
-        return tags
-
-    def _predictions(self, X):
-        """Shape (n_members, n_samples, n_targets), and whether a member gives 1-D.
+    def _predictions(self, rows):
+        """Shape (n_members, n_samples, n_targets), float64.
 
         skorch regressors predict shape (n, 1) where scikit-learn's give (n,);
-        the ensemble follows scikit-learn when any member does.
+        both are one target here.
         """
-        preds, one_d = [], False
-        for _, est in self.estimators:
-            p = np.asarray(est.predict(X), dtype=np.float64)
-            one_d = one_d or p.ndim == 1
+        preds = []
+        for name, est in self.estimators:
+            p = np.asarray(member_outputs(name, est, rows, "predict"), dtype=np.float64)
             preds.append(p.reshape(p.shape[0], -1))
         shapes = {p.shape for p in preds}
         if len(shapes) > 1:
@@ -672,11 +555,13 @@ class OutputEnsembleRegressor(RegressorMixin, _OutputEnsemble):
                 f"The members predict arrays of different shapes {sorted(shapes)}; "
                 "they must predict the same targets."
             )
-        return np.stack(preds), one_d
+        return np.stack(preds)
 
     @_fit_context(prefer_skip_nested_validation=False)
     def fit(self, X, y=None):
         """Check the members and learn their weights or combiner; no member is trained.
+
+        A failed ``fit`` leaves the previous fitted state as it was (or none).
 
         Parameters
         ----------
@@ -689,25 +574,31 @@ class OutputEnsembleRegressor(RegressorMixin, _OutputEnsemble):
         -------
         self : OutputEnsembleRegressor
         """
-        self._check_fit_inputs(X, y, "regressor")
+        with fit_or_restore(self):
+            self._fit(X, y)
+        return self
+
+    def _fit(self, X, y):
+        rows = self._check_fit_inputs(X, y, "regressor")
         n = len(self.estimators)
         if y is not None:
             y = check_array(y, ensure_2d=False, dtype=np.float64, input_name="y")
             if y.ndim == 2 and y.shape[1] == 1:
                 y = column_or_1d(y, warn=True)
-            check_consistent_length(X, y)
+            check_consistent_length(rows.validated, y)
         # Every member runs once on X, also with fixed weights: a member that
         # cannot take X fails here, not in predict.
-        preds, _ = self._predictions(X)
+        preds = self._predictions(rows)
+        self.n_targets_ = preds.shape[2]
         self.final_estimator_ = None
         if not self._learns:
             self.weights_ = _check_weights(self.weights, n)
-            return self
+            return
         if self.final_estimator is not None:
             self.weights_ = None
             features = np.concatenate(list(preds), axis=1)
             self.final_estimator_ = clone(self.final_estimator).fit(features, y)
-            return self
+            return
         y2 = y.reshape(y.shape[0], -1)
         if y2.shape != preds.shape[1:]:
             raise ValueError(
@@ -720,11 +611,10 @@ class OutputEnsembleRegressor(RegressorMixin, _OutputEnsemble):
                 "Non-negative least squares gave every member weight 0 (no member "
                 "correlates positively with y); equal weights are used.",
                 UserWarning,
-                stacklevel=3,
+                stacklevel=4,
             )
             w = np.ones(n)
         self.weights_ = w / w.sum()
-        return self
 
     def predict(self, X):
         """The weighted mean of the members' predictions (or the combiner's).
@@ -736,11 +626,46 @@ class OutputEnsembleRegressor(RegressorMixin, _OutputEnsemble):
         Returns
         -------
         y : ndarray of shape (n_samples,) or (n_samples, n_targets)
+            Shape (n_samples,) when the members predict one target, whatever
+            shape each member gives it ((n,) or skorch's (n, 1)).
+        """
+        rows = self._rows(X)
+        preds = self._predictions(rows)
+        if self.final_estimator_ is not None:
+            out = np.asarray(self.final_estimator_.predict(np.concatenate(list(preds), axis=1)))
+        else:
+            out = np.tensordot(self.weights_, preds, axes=1)
+        return out.reshape(out.shape[0]) if self.n_targets_ == 1 else out
+
+    def transform(self, X):
+        """The members' predictions side by side, as ``VotingRegressor.transform``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        predictions : ndarray of shape (n_samples, n_estimators * n_targets)
+            One column per member (per target, member by member).
+        """
+        preds = self._predictions(self._rows(X))
+        return np.concatenate(list(preds), axis=1)
+
+    def get_feature_names_out(self, input_features=None):
+        """Names of the ``transform`` columns, as ``VotingRegressor`` names them.
+
+        Parameters
+        ----------
+        input_features : array-like of str or None, default=None
+            Only checked against ``feature_names_in_``.
+
+        Returns
+        -------
+        feature_names_out : ndarray of str objects
+            ``<classname>_<member>`` (one target) or ``<classname>_<member><j>``
+            for target ``j``.
         """
         check_is_fitted(self)
-        self._validate_X(X, reset=False)
-        preds, one_d = self._predictions(X)
-        if self.final_estimator_ is not None:
-            return self.final_estimator_.predict(np.concatenate(list(preds), axis=1))
-        out = np.tensordot(self.weights_, preds, axes=1)
-        return out[:, 0] if one_d else out
+        suffixes = [""] if self.n_targets_ == 1 else range(self.n_targets_)
+        return self._names_out(input_features, suffixes)

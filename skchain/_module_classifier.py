@@ -1,0 +1,240 @@
+"""A plain pretrained torch classifier module as a scikit-learn classifier."""
+
+import warnings
+from numbers import Integral
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import column_or_1d
+from torch import nn
+
+from ._members import fit_or_restore, run_torch
+from ._runner import check_rows, normalize_proba, to_proba
+
+__all__ = ["ModuleClassifier"]
+
+# How far a row of float32 probabilities may be from summing to one before
+# output="proba" is judged wrong (float32 softmax rows are within ~1e-6).
+_PROBA_SUM_TOL = 1e-3
+
+
+def _as_float64(t):
+    return t.to(torch.float64)
+
+
+def check_known_labels(y, classes, who):
+    """Raise a ``ValueError`` for labels in ``y`` that are not in ``classes``."""
+    unknown = np.setdiff1d(np.unique(y), classes)
+    if unknown.size:
+        raise ValueError(
+            f"y has labels {unknown.tolist()!r:.80} that {who} cannot predict (the "
+            f"classes it knows are {classes.tolist()!r:.80}); fit on rows of those "
+            "classes only."
+        )
+
+
+class ModuleClassifier(ClassifierMixin, BaseEstimator):
+    """A pretrained torch classifier module as a scikit-learn classifier.
+
+    The module is used as it is: it is never trained, copied or changed, and
+    ``fit`` only checks the data and records ``n_features_in_``. Because a
+    pretrained module needs no fitting, a ``ModuleClassifier`` predicts right
+    after construction too, so it can be given to
+    :class:`OutputEnsembleClassifier` directly; its parameters are then
+    checked at the first call.
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        The trained network; it maps a float32 batch of shape
+        ``(n, n_features)`` to one output column per class (or a single
+        logit column for two classes).
+    classes : array-like of shape (n_classes,)
+        The label of each output column, in column order (the labels the
+        module was trained with, e.g. as encoded by a ``LabelEncoder``).
+    output : {"logits", "proba"}, default="logits"
+        What the module returns: logits (softmax, or a sigmoid for a single
+        column, is applied in float64) or probabilities (renormalised in
+        float64). Outputs that cannot be probabilities with ``"proba"`` raise
+        a ``ValueError``; outputs that look like probabilities with
+        ``"logits"`` give a ``UserWarning``.
+    batch_size : int, default=1024
+        Rows per forward pass. The batches go to the device the module lives
+        on: move it first (``module.to("cuda")``) to predict on a GPU.
+
+    Attributes
+    ----------
+    classes_ : ndarray of shape (n_classes,)
+        ``classes`` as an array.
+    n_features_in_ : int
+        Number of features seen in ``fit`` (only after ``fit``; before it, any
+        width the module accepts is used).
+    feature_names_in_ : ndarray of shape (`n_features_in_`,)
+        Names of features seen during ``fit``, when ``X`` has string column names.
+
+    See Also
+    --------
+    OutputEnsembleClassifier : Combines such members.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skchain import ModuleClassifier
+    >>> torch.manual_seed(0)  # doctest: +ELLIPSIS
+    <torch._C.Generator object at ...>
+    >>> clf = ModuleClassifier(torch.nn.Linear(4, 3), classes=["a", "b", "c"])
+    >>> X = torch.randn(5, 4).numpy()
+    >>> clf.predict_proba(X).shape
+    (5, 3)
+    >>> clf.predict(X)[:2].tolist()
+    ['c', 'b']
+    """
+
+    _parameter_constraints: dict = {
+        "module": [nn.Module],
+        "classes": ["array-like"],
+        "output": [StrOptions({"logits", "proba"})],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+    }
+
+    def __init__(self, module, classes, *, output="logits", batch_size=1024):
+        self.module = module
+        self.classes = classes
+        self.output = output
+        self.batch_size = batch_size
+
+    @property
+    def classes_(self):
+        classes = np.asarray(self.classes)
+        if classes.ndim != 1 or classes.size < 2 or len(np.unique(classes)) != classes.size:
+            raise ValueError(
+                "classes must be a 1-D list of at least 2 distinct labels, one per "
+                f"output column of the module; got {classes.tolist()!r:.80}."
+            )
+        return classes
+
+    def __sklearn_is_fitted__(self):
+        # A pretrained module is fitted by construction.
+        return True
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = False
+        tags.target_tags.required = False
+        return tags
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y=None):
+        """Check ``X`` (and ``y``) and record their width; the module is not trained.
+
+        The module runs on the first row, so a module that cannot take ``X``
+        or whose outputs do not match ``classes`` fails here.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,), default=None
+            If given, every label must be one of ``classes``.
+
+        Returns
+        -------
+        self : ModuleClassifier
+        """
+        with fit_or_restore(self):
+            classes = self.classes_
+            X32 = check_rows(self, X, reset=True)
+            if y is not None:
+                y = column_or_1d(y, warn=True)
+                if y.shape[0] != X32.shape[0]:
+                    raise ValueError(
+                        f"X has {X32.shape[0]} rows but y has {y.shape[0]}; give one "
+                        "label per row."
+                    )
+                check_classification_targets(y)
+                check_known_labels(y, classes, type(self).__name__)
+            self._proba_from_rows(X32[:1])
+        return self
+
+    def _proba_from_rows(self, X32, who=None):
+        """Probabilities for validated C-ordered float32 rows (the runner path)."""
+        self._validate_params()  # also when used without fit, the documented way
+        classes = self.classes_
+        who = who or type(self).__name__
+        first = []  # the first batch's raw output, to check what the module returns
+
+        def post(t):
+            if not first:
+                first.append(t[:8].to(torch.float64).cpu().numpy())
+            return to_proba(t) if self.output == "logits" else _as_float64(t)
+
+        proba = run_torch(
+            self.module,
+            X32,
+            f"{who}'s module",
+            batch_size=self.batch_size,
+            postprocess=post,
+            dtype=np.float64,
+        )
+        if proba.shape[1] != classes.size:
+            raise ValueError(
+                f"{who}: the module gives {proba.shape[1]} probability columns per "
+                f"row but classes has {classes.size} labels; give one label per "
+                "output column."
+            )
+        if self.output == "proba":
+            finite = np.isfinite(proba).all(axis=1)
+            sums = proba[finite].sum(axis=1)
+            if (proba[finite] < 0).any() or (np.abs(sums - 1) > _PROBA_SUM_TOL).any():
+                raise ValueError(
+                    f'{who} has output="proba", but the module\'s outputs are not '
+                    f"probabilities (row sums from {sums.min():.3g} to {sums.max():.3g}, "
+                    f"minimum {proba[finite].min():.3g}). If it returns logits, use "
+                    'output="logits".'
+                )
+            return normalize_proba(proba)
+        raw = first[0].reshape(first[0].shape[0], -1)
+        if raw.shape[1] > 1 and np.isfinite(raw).all():
+            if (raw >= 0).all() and np.allclose(raw.sum(axis=1), 1, atol=1e-5):
+                warnings.warn(
+                    f'{who} has output="logits", but the module\'s outputs look like '
+                    "probabilities (non-negative rows summing to one); a softmax of "
+                    'them flattens the prediction. Use output="proba" if the module '
+                    "ends with a softmax.",
+                    UserWarning,
+                    stacklevel=3,
+                )
+        return proba
+
+    def predict_proba(self, X):
+        """Class probabilities from the module, in float64.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Any numeric dtype, memory order or container; NaN or infinity is
+            a ``ValueError``.
+
+        Returns
+        -------
+        proba : ndarray of shape (n_samples, n_classes)
+            Each row sums to one within 1e-12.
+        """
+        self._validate_params()
+        X32 = check_rows(self, X, reset=False)
+        return self._proba_from_rows(X32)
+
+    def predict(self, X):
+        """The most probable class of each row.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        y : ndarray of shape (n_samples,)
+        """
+        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
