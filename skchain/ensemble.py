@@ -589,6 +589,15 @@ class OutputEnsembleRegressor(RegressorMixin, _OutputEnsemble):
         # Every member runs once on X, also with fixed weights: a member that
         # cannot take X fails here, not in predict.
         preds = self._predictions(rows)
+        if y is not None and self.final_estimator is None:
+            # Also with fixed weights: a y the members cannot predict is a
+            # mistake to report now, not a score that silently broadcasts.
+            width = 1 if y.ndim == 1 else y.shape[1]
+            if width != preds.shape[2]:
+                raise ValueError(
+                    f"y has {width} target column(s) but the members predict "
+                    f"{preds.shape[2]}; give y with one column per predicted target."
+                )
         self.n_targets_ = preds.shape[2]
         self.final_estimator_ = None
         if not self._learns:
