@@ -25,8 +25,6 @@ __all__ = ["to_onnx"]
 OPSET = 18
 ML_OPSET = 3
 
-_OWN_CLASSIFIERS = (ModuleClassifier, MergedHeadsClassifier, OutputEnsembleClassifier)
-
 
 def _import_onnx():
     try:
@@ -206,9 +204,23 @@ def _sub_options(est):
     from sklearn.base import is_classifier
     from sklearn.pipeline import Pipeline
 
-    if is_classifier(est) and not isinstance(est, (Pipeline, *_OWN_CLASSIFIERS)):
+    if is_classifier(est) and not isinstance(est, Pipeline):
         return {"zipmap": False}
     return None
+
+
+def _sub_estimator(est, X, opv):
+    """skl2onnx's OnnxSubEstimator, with a Pipeline unrolled step by step
+    (OnnxSubEstimator does not take a Pipeline)."""
+    from skl2onnx.algebra.onnx_operator import OnnxSubEstimator
+    from sklearn.pipeline import Pipeline
+
+    if isinstance(est, Pipeline):
+        steps = [s for _, s in est.steps if s is not None and s != "passthrough"]
+        for step in steps[:-1]:
+            X = OnnxSubEstimator(step, X, op_version=opv)[0]
+        est = steps[-1]
+    return OnnxSubEstimator(est, X, op_version=opv, options=_sub_options(est))
 
 
 def _const(scope, container, value):
@@ -222,7 +234,7 @@ def _const(scope, container, value):
 
 
 def _convert_ensemble_classifier(scope, operator, container):
-    from skl2onnx.algebra.onnx_operator import OnnxSubEstimator
+    from onnx import TensorProto
     from skl2onnx.algebra.onnx_ops import (
         OnnxArgMax,
         OnnxCast,
@@ -237,7 +249,6 @@ def _convert_ensemble_classifier(scope, operator, container):
         OnnxReshape,
         OnnxSum,
     )
-    from onnx import TensorProto
 
     opv = container.target_opset
     est = operator.raw_operator
@@ -247,7 +258,7 @@ def _convert_ensemble_classifier(scope, operator, container):
     X = operator.inputs[0]
     aligned = []
     for member, cols in zip(members, columns, strict=True):
-        sub = OnnxSubEstimator(member, X, op_version=opv, options=_sub_options(member))
+        sub = _sub_estimator(member, X, opv)
         if est.voting == "soft":
             p = sub[1]
             total = OnnxReduceSumApi11(p, axes=[1], keepdims=1, op_version=opv)
@@ -271,7 +282,7 @@ def _convert_ensemble_classifier(scope, operator, container):
         proba = terms[0] if len(terms) == 1 else OnnxSum(*terms, op_version=opv)
     else:
         features = OnnxConcat(*aligned, axis=1, op_version=opv)
-        fp = OnnxSubEstimator(final, features, op_version=opv, options=_sub_options(final))[1]
+        fp = _sub_estimator(final, features, opv)[1]
         fcls = np.asarray(final.classes_).astype(int)
         place = np.zeros((fcls.size, k), dtype=np.float32)
         place[np.arange(fcls.size), fcls] = 1.0
@@ -294,28 +305,31 @@ def _shape_regressor(operator):
 
 
 def _convert_ensemble_regressor(scope, operator, container):
-    from skl2onnx.algebra.onnx_operator import OnnxSubEstimator
     from skl2onnx.algebra.onnx_ops import OnnxConcat, OnnxIdentity, OnnxMul, OnnxSum
 
     opv = container.target_opset
     est = operator.raw_operator
     members, _, weights, final = _ensemble_parts(est)
     X = operator.inputs[0]
-    preds = [OnnxSubEstimator(m, X, op_version=opv)[0] for m in members]
+    preds = [_sub_estimator(m, X, opv)[0] for m in members]
     if final is None:
         terms = [OnnxMul(p, np.array([w], dtype=np.float32), op_version=opv)
                  for p, w in zip(preds, weights, strict=True)]
         out = terms[0] if len(terms) == 1 else OnnxSum(*terms, op_version=opv)
     else:
         features = OnnxConcat(*preds, axis=1, op_version=opv)
-        out = OnnxSubEstimator(final, features, op_version=opv)[0]
+        out = _sub_estimator(final, features, opv)[0]
     OnnxIdentity(out, op_version=opv, output_names=[operator.outputs[0]]).add_to(
         scope, container
     )
 
 
-def _convert_text(scope, operator, container):
+def _refuse_text_shape(operator):
     _convert(operator.raw_operator)  # raises the TypeError saying what to do
+
+
+def _refuse_text(scope, operator, container):
+    _convert(operator.raw_operator)
 
 
 _REGISTERED = False
@@ -330,12 +344,17 @@ def _register():
     update_registered_converter(NeuralTransformer, "SkchainNeuralTransformer",
                                 _shape_transformer, _convert_transformer)
     update_registered_converter(TextEmbedder, "SkchainTextEmbedder",
-                                _shape_transformer, _convert_text)
+                                _refuse_text_shape, _refuse_text)
+    # skl2onnx passes its classifier options; only their plain-tensor values
+    # are implemented, so any other value is refused by skl2onnx itself.
+    classifier_options = {"zipmap": [False], "nocl": [False]}
     for cls in (ModuleClassifier, MergedHeadsClassifier):
         update_registered_converter(cls, f"Skchain{cls.__name__}",
-                                    _shape_classifier, _convert_net_classifier)
+                                    _shape_classifier, _convert_net_classifier,
+                                    options=classifier_options)
     update_registered_converter(OutputEnsembleClassifier, "SkchainOutputEnsembleClassifier",
-                                _shape_classifier, _convert_ensemble_classifier)
+                                _shape_classifier, _convert_ensemble_classifier,
+                                options=classifier_options)
     update_registered_converter(OutputEnsembleRegressor, "SkchainOutputEnsembleRegressor",
                                 _shape_regressor, _convert_ensemble_regressor)
     _REGISTERED = True

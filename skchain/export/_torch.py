@@ -36,7 +36,7 @@ from sklearn.linear_model import (
     SGDRegressor,
 )
 from sklearn.pipeline import FeatureUnion, Pipeline
-from sklearn.preprocessing import MinMaxScaler, StandardScaler
+from sklearn.preprocessing import FunctionTransformer, MinMaxScaler, StandardScaler
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
@@ -250,7 +250,7 @@ class SoftVote(nn.Module):
 
     def forward(self, x):
         parts = self.aligned(x)
-        return sum(w * p for w, p in zip(self.weights, parts))
+        return sum(w * p for w, p in zip(self.weights, parts, strict=True))
 
 
 class HardVote(SoftVote):
@@ -298,7 +298,7 @@ class MeanRegression(nn.Module):
         return [m(x).reshape(x.shape[0], -1) for m in self.members]
 
     def forward(self, x):
-        out = sum(w * p for w, p in zip(self.weights, self.predictions(x)))
+        out = sum(w * p for w, p in zip(self.weights, self.predictions(x), strict=True))
         return out[:, 0] if self.one_d else out
 
 
@@ -442,6 +442,9 @@ def _convert(est, where="the estimator"):
         return _convert_ensemble_classifier(est, where)
     if isinstance(est, OutputEnsembleRegressor):
         return _convert_ensemble_regressor(est, where)
+    if isinstance(est, FunctionTransformer) and est.func is None:
+        # What ColumnTransformer stores for "passthrough".
+        return _Converted(nn.Identity(), "transformer")
     if isinstance(est, StandardScaler):
         return _Converted(Standardize(est.mean_, est.scale_), "transformer")
     if isinstance(est, MinMaxScaler):
