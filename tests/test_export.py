@@ -177,13 +177,17 @@ def test_story3_merged_heads(heads, calibration):
     check_classifier(clf, X[900:1100])
 
 
-def test_merged_heads_with_a_nonlinear_combiner_is_refused(heads):
+def test_merged_heads_with_a_nonlinear_combiner_only_in_onnx(heads):
     backbone, head_list, X, y = heads
     clf = MergedHeadsClassifier(backbone, head_list,
                                 combiner=RandomForestClassifier(n_estimators=3))
     clf.fit(X[600:900], y[600:900])
-    with pytest.raises(TypeError, match="combiner RandomForestClassifier"):
+    with pytest.raises(TypeError, match="combiner RandomForestClassifier.*to_onnx"):
         to_torch(clf)
+    # to_onnx runs the heads' columns from torch and the forest from skl2onnx.
+    _, (label, proba) = _onnx_run(clf, X[900:1000])
+    np.testing.assert_allclose(proba, clf.predict_proba(X[900:1000]), atol=TOL, rtol=0)
+    np.testing.assert_array_equal(label, clf.predict(X[900:1000]))
 
 
 # -- story 5: output ensembles --------------------------------------------------------------
@@ -266,6 +270,23 @@ def test_module_is_a_copy_and_leaves_the_net_alone(iris):
         for p in module.parameters():
             p.add_(1.0)
     assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
+
+
+def test_module_moves_whole_to_another_device(iris, heads):
+    """Every tensor the module uses moves with ``.to()``: on the "meta" device
+    (shapes only) any tensor left on the CPU would fail, as it would on a GPU."""
+    X, y, Xt, _ = iris
+    torch.manual_seed(0)
+    ct = ColumnTransformer([("net", NeuralTransformer(_mlp(2, 3), output="embedding"), [0, 1]),
+                            ("raw", "passthrough", [2, 3])])
+    pipe = make_pipeline(ct, MinMaxScaler(clip=True), PCA(2), LogisticRegression()).fit(X, y)
+    ens = OutputEnsembleClassifier(_members(X[:50], y[:50]), voting="hard").fit(X[50:], y[50:])
+    backbone, head_list, Xd, yd = heads
+    merged = MergedHeadsClassifier(backbone, head_list).fit(Xd[600:900], yd[600:900])
+    for est, width in [(pipe, 4), (ens, 4), (merged, 64)]:
+        module = to_torch(est).to("meta")
+        out = module(torch.empty(3, width, device="meta"))
+        assert out.device.type == "meta" and out.shape[0] == 3
 
 
 def test_compile_and_export(iris):

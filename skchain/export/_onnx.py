@@ -17,7 +17,7 @@ from .._neural import NeuralTransformer
 from ..ensemble import ModuleClassifier, OutputEnsembleClassifier, OutputEnsembleRegressor
 from ..heads import MergedHeadsClassifier
 from ..text import TextEmbedder
-from ._torch import _convert, _ensemble_parts
+from ._torch import HeadColumns, _convert, _ensemble_parts, _merged_heads_parts
 
 __all__ = ["to_onnx"]
 
@@ -69,7 +69,7 @@ def _export_module(module, n_features):
     return onnx.inliner.inline_local_functions(model)
 
 
-def _splice(scope, container, model, input_name, output_name):
+def _splice(scope, container, model, input_name, output_name, output_index=0):
     """Add ``model``'s graph to the container, from ``input_name`` to ``output_name``.
 
     Every name is made unique in the scope, so one chain can hold several nets.
@@ -77,10 +77,9 @@ def _splice(scope, container, model, input_name, output_name):
     from onnx import TensorProto, helper
 
     graph = model.graph
-    if len(graph.input) != 1 or len(graph.output) != 1:
+    if len(graph.input) != 1:
         raise ValueError(
-            f"The exported net has {len(graph.input)} inputs and {len(graph.output)} "
-            "outputs; skchain.to_onnx needs one of each."
+            f"The exported net has {len(graph.input)} inputs; skchain.to_onnx needs one."
         )
     names = {"": ""}
 
@@ -115,7 +114,7 @@ def _splice(scope, container, model, input_name, output_name):
         new.attribute.extend(node.attribute)
         container.nodes.append(new)
     container.nodes.append(helper.make_node(
-        "Identity", [rename(graph.output[0].name)], [output_name],
+        "Identity", [rename(graph.output[output_index].name)], [output_name],
         name=scope.get_unique_operator_name("Identity"),
     ))
     for opset in model.opset_import:
@@ -193,11 +192,53 @@ def _shape_classifier(operator):
 def _convert_net_classifier(scope, operator, container):
     """ModuleClassifier, MergedHeadsClassifier: the net gives the probabilities."""
     est = operator.raw_operator
+    label, proba = operator.outputs[0].full_name, operator.outputs[1].full_name
+    if isinstance(est, MergedHeadsClassifier):
+        merged, _ = _merged_heads_parts(est)
+        if merged is None:
+            _splice_columns_and_combiner(scope, operator, container, est)
+            _add_label(scope, container, est.classes_, proba, label)
+            return
     conv = _convert(est)
     model = _export_module(conv.module, _n_features(operator))
-    label, proba = operator.outputs[0].full_name, operator.outputs[1].full_name
     _splice(scope, container, model, operator.inputs[0].full_name, proba)
     _add_label(scope, container, conv.classes, proba, label)
+
+
+def _splice_columns_and_combiner(scope, operator, container, est):
+    """Merged heads whose combiner is not linear (so not in the torch module):
+    the heads' columns from torch, then the combiner from skl2onnx."""
+    import skl2onnx
+
+    merged = est.merged_
+    columns = HeadColumns(merged)
+    model = _export_module(columns, _n_features(operator))
+    z = scope.get_unique_variable_name("head_columns")
+    _splice(scope, container, model, operator.inputs[0].full_name, z)
+    combiner = est.combiner_
+    width = len(merged.column_labels)
+    sub = skl2onnx.to_onnx(
+        combiner, np.zeros((1, width), dtype=np.float32),
+        target_opset={"": container.target_opset, "ai.onnx.ml": ML_OPSET},
+        options=_no_zipmap(combiner, {}),
+    )
+    names = [o.name for o in sub.graph.output]
+    if "probabilities" not in names:
+        raise ValueError(
+            f"skl2onnx converted the combiner {type(combiner).__name__} without a "
+            "probabilities output; use a combiner with predict_proba that skl2onnx "
+            "converts."
+        )
+    raw = scope.get_unique_variable_name("combiner_proba")
+    _splice(scope, container, sub, z, raw, output_index=names.index("probabilities"))
+    # The combiner knows the labels present in its y; the others get 0.
+    k = len(est.classes_)
+    cols = np.searchsorted(est.classes_, combiner.classes_)
+    place = np.zeros((len(cols), k), dtype=np.float32)
+    place[np.arange(len(cols)), cols] = 1.0
+    container.add_node("MatMul", [raw, _const(scope, container, place)],
+                       [operator.outputs[1].full_name],
+                       name=scope.get_unique_operator_name("MatMul"))
 
 
 def _sub_options(est):

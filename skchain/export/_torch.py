@@ -230,6 +230,17 @@ class Softmax(nn.Module):
         return out
 
 
+class HeadColumns(nn.Module):
+    """Merged heads' calibrated columns (the input of a combiner)."""
+
+    def __init__(self, merged):
+        super().__init__()
+        self.merged = merged
+
+    def forward(self, x):
+        return self.merged.columns(x)
+
+
 class SoftVote(nn.Module):
     """Weighted mean of member probabilities, aligned to the shared classes."""
 
@@ -434,7 +445,8 @@ def _convert(est, where="the estimator"):
                 est, where,
                 f"its combiner {type(est.combiner_).__name__} is not a multinomial linear "
                 "model, so it is not part of the merged torch module; use a "
-                "LogisticRegression combiner",
+                "LogisticRegression combiner, or skchain.to_onnx, which converts the "
+                "combiner with skl2onnx",
             )
         return _Converted(Softmax(merged, logits=True, renormalize=False), "classifier",
                           classes)
