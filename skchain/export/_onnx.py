@@ -48,7 +48,8 @@ def _export_module(module, n_features):
     import onnx.inliner
     import torch
 
-    module = copy.deepcopy(module).eval().requires_grad_(False)
+    # A copy on the CPU: the estimator's own module keeps its device and flags.
+    module = copy.deepcopy(module).to("cpu").eval().requires_grad_(False)
     x = torch.zeros(2, n_features)
     batch = torch.export.Dim("batch")
     with warnings.catch_warnings():
