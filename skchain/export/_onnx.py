@@ -1,5 +1,6 @@
-"""``to_onnx``: a fitted chain as one ONNX graph, through skl2onnx.
+"""Export a fitted chain as one ONNX graph, for onnxruntime.
 
+``to_onnx`` builds on skl2onnx:
 skchain's estimators are registered with skl2onnx as converters. A net's
 converter builds the torch module :func:`~skchain.to_torch` builds for it,
 exports it with torch's ONNX exporter (the ``torch.export``-based one,

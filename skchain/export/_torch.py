@@ -1,5 +1,6 @@
-"""``to_torch``: a fitted chain as one ``torch.nn.Module``.
+"""Export a fitted chain as one torch module.
 
+``to_torch`` returns one ``torch.nn.Module``:
 Each supported step becomes a small module holding its fitted numbers as
 float32 buffers (so ``.to(device)`` moves them), and the steps are composed as
 the scikit-learn containers compose them. skchain's own estimators contribute
@@ -200,7 +201,11 @@ class NetOutput(nn.Module):
     def __init__(self, module, layers=None, layer_inputs=False, postprocess=None):
         super().__init__()
         if layers:
-            module = CutAt(module, layers, inputs=layer_inputs, stop_early=False)
+            prefix = _sequential_prefix(module, layers, layer_inputs)
+            if prefix is not None:
+                module = prefix
+            else:
+                module = CutAt(module, layers, inputs=layer_inputs, stop_early=False)
         self.body = module
         self.postprocess = postprocess
 
@@ -209,6 +214,23 @@ class NetOutput(nn.Module):
         if self.postprocess is not None:
             out = self.postprocess(out)
         return out.reshape(out.shape[0], -1).to(torch.float32)
+
+
+def _sequential_prefix(module, layers, inputs):
+    """The first layers of a plain ``nn.Sequential`` up to one of its children.
+
+    What the hooks capture there, computed without hooks (so the module
+    compiles as one graph and runs faster). ``None`` when that is not certain:
+    a subclass (its forward may differ), a child used twice, several layers
+    or a deeper name.
+    """
+    if type(module) is not nn.Sequential or len(layers) != 1:
+        return None
+    names = [name for name, _ in module.named_children()]
+    if len(names) != len(module) or layers[0] not in names:
+        return None
+    stop = names.index(layers[0]) + (0 if inputs else 1)
+    return module[:stop]
 
 
 class Softmax(nn.Module):
