@@ -143,6 +143,15 @@ def test_columns_by_name_from_a_dataframe(iris):
     # The module takes the columns in the order of feature_names_in_.
     module, proba = _torch_out(pipe, dft[names].to_numpy())
     np.testing.assert_allclose(proba, pipe.predict_proba(dft), atol=TOL, rtol=0)
+    # skl2onnx gives a DataFrame one input per column.
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("skl2onnx")
+    session = ort.InferenceSession(to_onnx(pipe, df[:1]).SerializeToString(),
+                                   providers=["CPUExecutionProvider"])
+    feeds = {i.name: dft[[i.name]].to_numpy(np.float32) for i in session.get_inputs()}
+    label, oproba = session.run(None, feeds)
+    np.testing.assert_allclose(oproba, pipe.predict_proba(dft), atol=TOL, rtol=0)
+    np.testing.assert_array_equal(label, pipe.predict(dft))
 
 
 def test_feature_union_and_svd(iris):

@@ -498,6 +498,8 @@ def to_onnx(estimator, X, *, target_opset=None, options=None):
     _register()
     if isinstance(X, np.ndarray) and X.dtype.kind in "iuf":
         X = X.astype(np.float32)
+    elif hasattr(X, "dtypes") and all(dt.kind in "iuf" for dt in X.dtypes):
+        X = X.astype(np.float32)  # a numeric DataFrame: one float32 input per column
     if target_opset is None:
         target_opset = {"": OPSET, "ai.onnx.ml": ML_OPSET}
     options = _no_zipmap(estimator, dict(options or {}))
