@@ -10,11 +10,14 @@ end in skl2onnx's two outputs ``label`` and ``probabilities`` (a plain
 tensor: no ZipMap).
 """
 
+import copy
 import warnings
+from contextlib import ExitStack
 
 import numpy as np
 
 from .._neural import NeuralTransformer
+from .._runner import module_lock
 from ..ensemble import ModuleClassifier, OutputEnsembleClassifier, OutputEnsembleRegressor
 from ..heads import MergedHeadsClassifier
 from ..text import TextEmbedder
@@ -44,13 +47,15 @@ def _import_onnx():
 
 def _export_module(module, n_features):
     """ONNX model of a torch module taking ``(batch, n_features)`` float32 rows."""
-    import copy
-
     import onnx.inliner
     import torch
 
     # A copy on the CPU: the estimator's own module keeps its device and flags.
-    module = copy.deepcopy(module).to("cpu").eval().requires_grad_(False)
+    with ExitStack() as stack:
+        for sub in module.modules():
+            stack.enter_context(module_lock(sub))
+        module = copy.deepcopy(module)
+    module = module.to("cpu").eval().requires_grad_(False)
     x = torch.zeros(2, n_features)
     batch = torch.export.Dim("batch")
     with warnings.catch_warnings():

@@ -14,6 +14,7 @@ estimator type (``_neural_parts``, ``_module_classifier_parts``,
 """
 
 import copy
+from contextlib import ExitStack
 
 import numpy as np
 import torch
@@ -42,7 +43,7 @@ from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
 from .._neural import NeuralTransformer
-from .._runner import CutAt, _first_tensor
+from .._runner import CutAt, _first_tensor, module_lock
 from ..ensemble import ModuleClassifier, OutputEnsembleClassifier, OutputEnsembleRegressor
 from ..heads import MergedHeadsClassifier
 from ..text import TextEmbedder
@@ -655,6 +656,11 @@ def to_torch(estimator):
     served = Served(conv.module, kind, conv.classes if kind == "classifier" else None)
     # A copy: moving, compiling or exporting the served module leaves the
     # estimator's own modules (device, training flags, weights) as they were.
-    served = copy.deepcopy(served).to("cpu").eval()
+    # The nets' run locks are held so that no run's transient hooks are copied.
+    with ExitStack() as stack:
+        for module in served.modules():
+            stack.enter_context(module_lock(module))
+        served = copy.deepcopy(served)
+    served = served.to("cpu").eval()
     served.requires_grad_(False)
     return served
