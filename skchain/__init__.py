@@ -6,6 +6,7 @@ from .ensemble import ModuleClassifier, OutputEnsembleClassifier, OutputEnsemble
 from .heads import MergedHeadsClassifier, merge_heads
 from .search import ChainRandomizedSearchCV, ChainSearchCV
 from .text import TextEmbedder
+from .export import to_onnx, to_torch
 
 __version__ = "0.1.0"
 
@@ -20,5 +21,7 @@ __all__ = [
     "TextEmbedder",
     "compare",
     "merge_heads",
+    "to_onnx",
+    "to_torch",
     "__version__",
 ]
