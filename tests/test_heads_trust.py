@@ -32,6 +32,13 @@ def _heads(seed=1):
     return [("a", nn.Linear(8, 2), [0, 1]), ("b", nn.Linear(8, 2), [2, 3])]
 
 
+def _assert_same_proba(got, expected):
+    """The same computation on the same rows: equal up to float32 rounding (a
+    BLAS may round differently with the alignment of a batch's buffer). A run
+    in train mode or mixed with another thread's rows differs by far more."""
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-7)
+
+
 def _data(n=40, seed=0):
     rng = np.random.RandomState(seed)
     X = rng.randn(n, N_FEATURES) * 2
@@ -198,7 +205,7 @@ def test_column_vector_y_is_raveled_with_a_warning():
     expected = MergedHeadsClassifier(_backbone(), _heads()).fit(X, y).predict_proba(X)
     with pytest.warns(UserWarning, match="column-vector y"):
         clf = MergedHeadsClassifier(_backbone(), _heads()).fit(X, y[:, None])
-    np.testing.assert_array_equal(clf.predict_proba(X), expected)
+    _assert_same_proba(clf.predict_proba(X), expected)
 
 
 def test_calls_before_fit_raise_not_fitted():
@@ -301,7 +308,7 @@ def test_failed_refit_leaves_the_previous_state_intact(error):
     after = _fitted(clf)
     assert after.keys() == before.keys()
     assert all(after[k] is before[k] for k in before)
-    np.testing.assert_array_equal(clf.predict_proba(pd.DataFrame(X, columns=list("abcde"))), proba)
+    _assert_same_proba(clf.predict_proba(frame), proba)
 
 
 def test_refit_with_other_width_that_fails_keeps_the_old_width():
@@ -372,7 +379,7 @@ def test_fit_and_predict_leave_the_users_modules_as_they_were(calibration, devic
     clf.fit(X, y)
     first = clf.predict_proba(X)
     # Dropout in train mode would make two calls differ: the run is in eval mode.
-    np.testing.assert_array_equal(clf.predict_proba(X), first)
+    _assert_same_proba(clf.predict_proba(X), first)
     for state, module in zip(before, modules, strict=True):
         _assert_same_state(state, module)
     if device != "auto" or not torch.cuda.is_available():
@@ -449,8 +456,8 @@ def test_predict_proba_from_threads_equals_the_sequential_result(calibration, co
     with ThreadPoolExecutor(max_workers=4) as pool:
         results = list(pool.map(job, range(4 * len(chunks))))
     for i, ours, theirs in results:
-        np.testing.assert_array_equal(ours, expected[i % len(chunks)][0])
-        np.testing.assert_array_equal(theirs, expected[i % len(chunks)][1])
+        _assert_same_proba(ours, expected[i % len(chunks)][0])
+        _assert_same_proba(theirs, expected[i % len(chunks)][1])
     _assert_same_state(before, backbone)
 
 
@@ -461,7 +468,7 @@ def test_fits_in_threads_equal_sequential_fits():
     with ThreadPoolExecutor(max_workers=4) as pool:
         fits = list(pool.map(lambda _: clone(clf).fit(X, y), range(4)))
     for fit in fits:
-        np.testing.assert_array_equal(fit.predict_proba(X), expected)
+        _assert_same_proba(fit.predict_proba(X), expected)
 
 
 # -- outputs ---------------------------------------------------------------------
@@ -488,4 +495,4 @@ def test_deep_copy_of_a_fitted_classifier_is_independent():
     clf = MergedHeadsClassifier(_backbone(), _heads()).fit(X, y)
     twin = copy.deepcopy(clf)
     assert twin.merged_.backbone is not clf.merged_.backbone
-    np.testing.assert_array_equal(twin.predict_proba(X), clf.predict_proba(X))
+    _assert_same_proba(twin.predict_proba(X), clf.predict_proba(X))
