@@ -489,6 +489,19 @@ def test_nan_from_the_network_is_reported():
         clf.predict_proba(X)
 
 
+@pytest.mark.parametrize("calibration", ["temperature", "combiner"])
+def test_fit_on_nan_from_the_network_is_a_clear_error(calibration):
+    rng = np.random.RandomState(0)
+    X = rng.uniform(0.5, 2, size=(20, 8)).astype(np.float32)
+    X[[4, 9], 3] = -1.0  # log(-1) is NaN: X is finite, the network's output is not
+    y = np.arange(20) % 4
+    clf = MergedHeadsClassifier(_Log(), _heads(), calibration=calibration)
+    with pytest.raises(ValueError, match=r"heads produced NaN or infinity on 2 of 20 rows"):
+        clf.fit(X, y)
+    with pytest.raises(NotFittedError):
+        check_is_fitted(clf)
+
+
 def test_deep_copy_of_a_fitted_classifier_is_independent():
     # copy.deepcopy is the explicit way to get a copy (clone shares).
     X, y = _data()

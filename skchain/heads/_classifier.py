@@ -279,7 +279,16 @@ class MergedHeadsClassifier(ClassifierMixin, BaseEstimator):
             # The heads' outputs on every row, computed once: all calibrations
             # are fitted on this small frozen matrix, not on the networks.
             Z = self._run(merged, _Columns(merged), X, dtype=np.float64)
-            check_finite_output(Z, f"{type(self).__name__}'s heads")
+            bad = ~np.isfinite(Z).all(axis=1)
+            if bad.any():
+                # A calibration fitted on NaN would be NaN (or the combiner's
+                # error would blame X, which is finite): say where it comes from.
+                raise ValueError(
+                    f"The heads produced NaN or infinity on {int(bad.sum())} of "
+                    f"{len(Z)} rows of X (first: row {int(np.flatnonzero(bad)[0])}), "
+                    "so the calibration cannot be fitted. Check the backbone's and "
+                    "heads' weights, and scale X as the backbone was trained on."
+                )
             if self.calibration == "combiner":
                 combiner = self.combiner
                 if combiner is None:
