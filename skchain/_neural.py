@@ -13,7 +13,7 @@ from sklearn.preprocessing import LabelEncoder
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import check_is_fitted
+from sklearn.utils.validation import _check_sample_weight, check_is_fitted
 from torch import nn
 
 from ._cache import CACHE_CONSTRAINT, cached_outputs, callable_id, model_fingerprint
@@ -331,7 +331,7 @@ class NeuralTransformer(TransformerMixin, BaseEstimator):
     # -- fit -------------------------------------------------------------------
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y=None, **fit_params):
+    def fit(self, X, y=None, sample_weight=None, groups=None, **fit_params):
         """Train the net on ``(X, y)`` (a net used as it is is only checked).
 
         A fit that fails or is interrupted (``KeyboardInterrupt`` propagates)
@@ -344,6 +344,16 @@ class NeuralTransformer(TransformerMixin, BaseEstimator):
         y : array-like of shape (n_samples,) or (n_samples, n_targets), default=None
             Targets. Class labels of any type for classifiers; ``None`` for a
             net trained without target. Ignored by a net used as it is.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Weights of the rows in the training loss of a net trained here
+            (``mean(weight * loss)`` over each batch; the criterion must take
+            ``reduction="none"``, as torch's losses do). Ignored by a net used
+            as it is, which ``fit`` does not train. With metadata routing,
+            request it with ``set_fit_request(sample_weight=True)``.
+        groups : array-like of shape (n_samples,), default=None
+            Group labels for the cross-fitting splitter of ``fit_transform``
+            (e.g. ``cv=GroupKFold(5)``). ``fit`` trains one net on all rows and
+            does not use them.
         **fit_params : dict
             Passed to the skorch net's training (its module's ``forward`` and
             ``train_split``).
@@ -354,12 +364,13 @@ class NeuralTransformer(TransformerMixin, BaseEstimator):
         """
         with self._all_or_nothing():
             X = check_rows(self, X, reset=True)
+            fit_params = self._fit_params(X, sample_weight, fit_params)
             state = self._fit_state(X, y, fit_params, draw_seed(self.random_state))
         self._set_state(state)
         return self
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit_transform(self, X, y=None, **fit_params):
+    def fit_transform(self, X, y=None, sample_weight=None, groups=None, **fit_params):
         """Fit the net and return outputs for ``X`` -- out of fold when cross-fitting.
 
         When the net is trained here on a target and ``cv`` is not ``None``
@@ -374,6 +385,12 @@ class NeuralTransformer(TransformerMixin, BaseEstimator):
         ----------
         X : array-like of shape (n_samples, n_features)
         y : array-like of shape (n_samples,) or (n_samples, n_targets), default=None
+        sample_weight : array-like of shape (n_samples,), default=None
+            Row weights in each net's training loss (see :meth:`fit`); split
+            with the folds.
+        groups : array-like of shape (n_samples,), default=None
+            Group labels passed to the cross-fitting splitter, so that
+            ``cv=GroupKFold(k)`` holds whole groups out.
         **fit_params : dict
             Passed to each net's training; per-row arrays are split with the folds.
 
@@ -383,6 +400,7 @@ class NeuralTransformer(TransformerMixin, BaseEstimator):
         """
         with self._all_or_nothing():
             X = check_rows(self, X, reset=True)
+            fit_params = self._fit_params(X, sample_weight, fit_params)
             cv = resolve_cv(
                 self.cv,
                 y,
@@ -394,7 +412,7 @@ class NeuralTransformer(TransformerMixin, BaseEstimator):
                 state = self._fit_state(X, y, fit_params, draw_seed(self.random_state))
                 out = self._outputs(state, X)
             else:
-                state, out = self._cross_fit(X, y, cv, fit_params)
+                state, out = self._cross_fit(X, y, cv, fit_params, groups)
         self._set_state(state)
         return check_finite_output(out, "NeuralTransformer")
 
@@ -430,6 +448,17 @@ class NeuralTransformer(TransformerMixin, BaseEstimator):
             )
         return state, oof
 
+    def _fit_params(self, X, sample_weight, fit_params):
+        """Check the fit parameters; ``sample_weight`` joins them, validated."""
+        if "sample_weight" in fit_params:  # pragma: no cover - a named argument
+            raise TypeError("sample_weight is given twice.")
+        if sample_weight is None:
+            return dict(fit_params)
+        sample_weight = _check_sample_weight(
+            sample_weight, X, dtype=np.float32, ensure_non_negative=True
+        )
+        return {**fit_params, "sample_weight": sample_weight}
+
     @contextmanager
     def _all_or_nothing(self):
         """Give back the input description that validation set if the fit fails,
@@ -458,10 +487,13 @@ class NeuralTransformer(TransformerMixin, BaseEstimator):
         ``classes`` fixes the label set (cross fitting: every fold's columns
         mean the same classes); ``seed`` seeds the training.
         """
+        fit_params = dict(fit_params)
+        sample_weight = fit_params.pop("sample_weight", None)
         if self._uses_pretrained:
+            # Not trained here, so nothing to weigh (as FrozenEstimator.fit).
             net_, module_, info = self._pretrained(X)
         else:
-            net_, classes = self._train(X, y, fit_params, seed, classes)
+            net_, classes = self._train(X, y, fit_params, seed, classes, sample_weight)
             module_ = net_.module_
             info = describe_net(net_, classes=classes)
         plan = plan_output(self.output, info)
@@ -564,12 +596,13 @@ class NeuralTransformer(TransformerMixin, BaseEstimator):
             net.set_params(classes=list(range(len(classes))))
         return net
 
-    def _train(self, X, y, fit_params, seed, classes=None):
+    def _train(self, X, y, fit_params, seed, classes=None, sample_weight=None):
         y_enc, classes = self._encode_target(y, X.shape[0], classes)
         net = self._training_net(classes)
         check = functools.partial(self._check_output_fits_target, X=X, y=y_enc,
                                   classes=classes)
-        train_net(net, X, y_enc, seed=seed, fit_params=fit_params, after_initialize=check)
+        train_net(net, X, y_enc, seed=seed, fit_params=fit_params, after_initialize=check,
+                  sample_weight=sample_weight)
         # The net itself only knows the encoded labels 0..k-1.
         return net, classes
 

@@ -210,3 +210,127 @@ def test_pretrained_lazy_module_is_seeded_and_never_materialised(iris):
     c = NeuralTransformer(module, random_state=1).fit(X)
     assert not np.allclose(a.transform(X), c.transform(X))
     assert all(isinstance(p, nn.parameter.UninitializedParameter) for p in module.parameters())
+
+
+# -- routing: sample_weight into the loss, groups into the splitter ---------------------
+
+
+def test_unit_weights_equal_unweighted_training(iris):
+    X, y = iris
+    plain = NeuralTransformer(_dropout_net(), cv=None, random_state=0).fit(X, y)
+    ones = NeuralTransformer(_dropout_net(), cv=None, random_state=0).fit(
+        X, y, sample_weight=np.ones(len(y)))
+    np.testing.assert_allclose(ones.transform(X), plain.transform(X), rtol=1e-4, atol=1e-6)
+    # The fitted net keeps its class's own methods: nothing of the weighting stays.
+    assert "infer" not in vars(ones.net_) and "get_loss" not in vars(ones.net_)
+    oof_plain = NeuralTransformer(_dropout_net(), cv=3, random_state=0).fit_transform(X, y)
+    oof_ones = NeuralTransformer(_dropout_net(), cv=3, random_state=0).fit_transform(
+        X, y, sample_weight=np.ones(len(y)))
+    np.testing.assert_allclose(oof_ones, oof_plain, rtol=1e-4, atol=1e-6)
+
+
+def _contradicting(iris):
+    """Every row twice, once with its label and once with another; the weights
+    say which copy counts."""
+    X, y = iris
+    X2, y2 = np.vstack([X, X]), np.r_[y, (y + 1) % 3]
+    w = np.r_[np.ones(len(y)), np.zeros(len(y))]
+    return X, y, X2, y2, w
+
+
+@pytest.mark.parametrize("kind", ["classifier", "regressor"])
+def test_weights_decide_what_the_net_learns(iris, kind):
+    X, y, X2, y2, w = _contradicting(iris)
+    if kind == "classifier":
+        net = make_classifier_net(n_classes=3, max_epochs=40, batch_size=32)
+        output = "predict"
+    else:
+        from skchain._testing import make_regressor_net
+
+        net = make_regressor_net(max_epochs=60, lr=0.02, batch_size=32)
+        y2 = y2.astype(np.float32)
+        output = "predict"
+    weighted = NeuralTransformer(net, output=output, cv=None, random_state=0)
+    weighted.fit(X2, y2, sample_weight=w)
+    flipped = NeuralTransformer(net, output=output, cv=None, random_state=0)
+    flipped.fit(X2, y2, sample_weight=1 - w)
+    if kind == "classifier":
+        assert (weighted.transform(X).argmax(1) == y).mean() > 0.9
+        assert (flipped.transform(X).argmax(1) == (y + 1) % 3).mean() > 0.9
+    else:
+        err_w = np.abs(weighted.transform(X)[:, 0] - y).mean()
+        err_f = np.abs(flipped.transform(X)[:, 0] - y).mean()
+        assert err_w < 0.5 * err_f
+
+
+def test_sample_weight_routed_through_a_pipeline(iris):
+    import sklearn
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+
+    X, y, X2, y2, w = _contradicting(iris)
+    direct = NeuralTransformer(_dropout_net(), cv=None, random_state=0).fit(
+        X2, y2, sample_weight=w).transform(X)
+    with sklearn.config_context(enable_metadata_routing=True):
+        pipe = make_pipeline(
+            NeuralTransformer(_dropout_net(), cv=None, random_state=0)
+            .set_fit_request(sample_weight=True),
+            LogisticRegression().set_fit_request(sample_weight=True),
+        ).fit(X2, y2, sample_weight=w)
+    np.testing.assert_allclose(pipe[0].transform(X), direct, rtol=1e-5, atol=1e-6)
+    # Without routing, the step's own spelling reaches the loss too (skorch
+    # alone would hand it to forward and fail).
+    unrouted = make_pipeline(
+        NeuralTransformer(_dropout_net(), cv=None, random_state=0), LogisticRegression()
+    ).fit(X2, y2, neuraltransformer__sample_weight=w)
+    np.testing.assert_allclose(unrouted[0].transform(X), direct, rtol=1e-5, atol=1e-6)
+
+
+class UnreducedCE(nn.Module):
+    """A criterion without a ``reduction`` argument."""
+
+    def forward(self, y_pred, y_true):
+        return nn.functional.cross_entropy(y_pred, y_true)
+
+
+def test_sample_weight_with_a_criterion_that_cannot_weigh(iris):
+    X, y = iris
+    net = make_classifier_net(n_classes=3, criterion=UnreducedCE)
+    NeuralTransformer(net, cv=None).fit(X, y)  # fine without weights
+    with pytest.raises(ValueError, match="sample_weight needs a criterion.*reduction"):
+        NeuralTransformer(net, cv=None).fit(X, y, sample_weight=np.ones(len(y)))
+
+
+def test_bad_sample_weight_is_a_clear_error(iris):
+    X, y = iris
+    nt = NeuralTransformer(_dropout_net(), cv=None)
+    with pytest.raises(ValueError, match="sample_weight.shape|shape"):
+        nt.fit(X, y, sample_weight=np.ones(3))
+    with pytest.raises(ValueError, match="[Nn]egative"):
+        nt.fit(X, y, sample_weight=-np.ones(len(y)))
+
+
+def test_groups_reach_the_cross_fitting_splitter(iris):
+    import sklearn
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import GroupKFold
+    from sklearn.pipeline import make_pipeline
+
+    X, y = iris
+    groups = np.arange(len(y)) % 10
+    splits = list(GroupKFold(3).split(X, y, groups))
+    for _, test in splits:  # whole groups held out
+        assert set(groups[test]).isdisjoint(groups[np.setdiff1d(np.arange(len(y)), test)])
+    expected = NeuralTransformer(_dropout_net(), cv=splits, random_state=0).fit_transform(X, y)
+    nt = NeuralTransformer(_dropout_net(), cv=GroupKFold(3), random_state=0)
+    np.testing.assert_array_equal(nt.fit_transform(X, y, groups=groups), expected)
+    with sklearn.config_context(enable_metadata_routing=True):
+        pipe = make_pipeline(
+            NeuralTransformer(_dropout_net(), cv=GroupKFold(3), random_state=0)
+            .set_fit_request(groups=True),
+            LogisticRegression(),
+        )
+        seen = pipe[:-1].fit_transform(X, y, groups=groups)
+    np.testing.assert_array_equal(seen, expected)
+    with pytest.raises(ValueError, match="groups"):
+        NeuralTransformer(_dropout_net(), cv=GroupKFold(3)).fit_transform(X, y)
