@@ -497,15 +497,15 @@ class NeuralTransformer(TransformerMixin, BaseEstimator):
             module_ = net_.module_
             info = describe_net(net_, classes=classes)
         plan = plan_output(self.output, info)
-        names = self._probe(module_, plan, info, X)
-        return {
+        state = {
             "net_": net_,
             "module_": module_,
             "classes_": info.classes,
             "_info": info,
             "_plan": plan,
-            "_feature_names_out": names,
         }
+        state["_feature_names_out"] = self._probe(state, X)
+        return state
 
     def _pretrained(self, X):
         """The module to run for a net used as it is: the user's own object,
@@ -638,9 +638,10 @@ class NeuralTransformer(TransformerMixin, BaseEstimator):
                     f"(n_samples, {n_targets})."
                 )
 
-    def _probe(self, module, plan, info, X):
+    def _probe(self, state, X):
         """Run two rows through the chosen output: catches a module that does not
         fit the input width, and gives the output's feature names."""
+        module, plan, info = state["module_"], state["_plan"], state["_info"]
         head = X[:2]
         try:
             if plan.layers and plan.keyword is None:
@@ -649,7 +650,9 @@ class NeuralTransformer(TransformerMixin, BaseEstimator):
                     for name in plan.layers
                 ]
             else:
-                widths = [run_module(module, head, **plan.run_kwargs()).shape[1]]
+                # Through the cache, like every later call: a pretrained module
+                # runs these two rows once per search, not once per fit.
+                widths = [self._outputs(state, head).shape[1]]
         except RuntimeError as exc:
             raise ValueError(
                 f"The module failed on input of shape (n, {X.shape[1]}): {exc}. "
