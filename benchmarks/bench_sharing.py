@@ -2,7 +2,7 @@
 
 ``GridSearchCV(cv=5)`` over six values of ``C`` of a
 ``NeuralTransformer(pretrained module) -> LogisticRegression`` chain, where the
-module holds about 270 MB of float32 weights, against
+module holds about 260 MB of float32 weights, against
 
 - the reference: the same search on outputs precomputed once (the module run
   by hand, then ``GridSearchCV`` over ``LogisticRegression`` alone), and
