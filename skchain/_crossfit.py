@@ -6,20 +6,22 @@ data, so the next step learns to trust them too much. Cross fitting fixes that:
 each training row's output comes from a net trained on the other folds, and a
 net trained on all rows serves later ``transform`` calls.
 
-The folds and the final full fit are independent, so they run as one batch of
-joblib tasks through :func:`skchain._parallel.parallel_map` (thread-limited per
-worker, and on whatever joblib backend is active, dask included).
+This module knows nothing of nets. The estimator hands :func:`cross_fit` one
+fitting routine (the same one its ``fit`` uses, as ``TargetEncoder`` does) and
+one output routine; the folds and the fit on all rows are independent, so they
+run as one batch of joblib tasks through :func:`skchain._parallel.parallel_map`
+(thread-limited per worker, and on whatever joblib backend is active, dask
+included).
 """
 
 import numpy as np
-from sklearn.base import clone
 from sklearn.model_selection import check_cv
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import _check_method_params
 
 from ._parallel import parallel_map
 
-__all__ = ["resolve_cv", "cross_fit_transform"]
+__all__ = ["resolve_cv", "check_splits", "fold_seeds", "cross_fit"]
 
 _AUTO_FOLDS = 5
 
@@ -56,15 +58,13 @@ def resolve_cv(cv, y, *, trains, classifier, aligned):
     return check_cv(cv, y, classifier=classifier)
 
 
-def _fold_seeds(random_state, n_folds):
-    if random_state is None:
-        return [None] * n_folds
-    rng = check_random_state(random_state)
-    return [int(s) for s in rng.randint(np.iinfo(np.int32).max, size=n_folds)]
+def check_splits(cv, X, y, groups=None):
+    """The folds of ``cv`` on ``X``, checked to hold each row out exactly once.
 
-
-def _check_partition(splits, n_samples):
-    counts = np.zeros(n_samples, dtype=np.int64)
+    ``groups`` goes to the splitter, so ``GroupKFold`` keeps each group whole.
+    """
+    splits = list(cv.split(X, y, groups))
+    counts = np.zeros(X.shape[0], dtype=np.int64)
     for _, test in splits:
         np.add.at(counts, test, 1)
     if not np.all(counts == 1):
@@ -73,76 +73,70 @@ def _check_partition(splits, n_samples):
             "once (KFold, StratifiedKFold, GroupKFold, ...), so that each row gets "
             "one out-of-fold output; splitters such as ShuffleSplit do not."
         )
+    return splits
 
 
-def _fit_task(estimator, X, y, train, test, fit_params, classes):
+def fold_seeds(random_state, n_folds):
+    """One int seed per fold drawn from ``random_state`` (``None``: unseeded)."""
+    if random_state is None:
+        return [None] * n_folds
+    rng = check_random_state(random_state)
+    return [int(s) for s in rng.randint(np.iinfo(np.int32).max, size=n_folds)]
+
+
+def _task(fit, output, X, y, train, test, fit_params, seed):
     """Fit on the ``train`` rows; return the held-out ``test`` rows' outputs, or
-    the fitted estimator itself when there are none (the fit on all rows)."""
+    the fitted state itself when there are none (the fit on all rows)."""
     params = _check_method_params(X, fit_params, train)
     y_train = None if y is None else y[train]
-    fitted = estimator._fit(X[train], y_train, params, classes=classes)
-    return fitted if test is None else fitted._run(X[test])
+    state = fit(X[train], y_train, params, seed)
+    return state if test is None else output(state, X[test])
 
 
-def cross_fit_transform(transformer, X, y, cv, fit_params, *, n_jobs=None):
-    """Out-of-fold outputs for ``X``, and ``transformer`` fitted on all rows.
+def cross_fit(fit, output, X, y, splits, fit_params, *, seed, fold_seeds, n_jobs=None):
+    """Fit on all rows and out of fold, in one batch of joblib tasks.
 
     Parameters
     ----------
-    transformer : NeuralTransformer
-        Already holds ``n_features_in_`` (and ``classes_`` for a classifier);
-        it receives the learned state of the net trained on all rows.
-    X : ndarray of shape (n_samples, n_features), float32
-    y : ndarray of shape (n_samples,) or (n_samples, n_targets)
-    cv : cross-validation splitter
+    fit : callable ``fit(X, y, fit_params, seed) -> state``
+        The estimator's one fitting routine; must be picklable for process
+        backends (a module-level function or a bound method).
+    output : callable ``output(state, X) -> ndarray``
+        The outputs of a fitted state.
+    X : ndarray of shape (n_samples, n_features)
+    y : ndarray of shape (n_samples, ...) or None
+    splits : list of (train, test)
+        From :func:`check_splits`.
     fit_params : dict
-        Passed to each net's ``fit``; per-row arrays are sliced per fold.
+        Passed to every fit; per-row arrays are sliced with the rows.
+    seed : int or None
+        Seed of the fit on all rows.
+    fold_seeds : list of (int or None)
+        One seed per fold.
     n_jobs : int or None
 
     Returns
     -------
+    state : the fit on all rows
     oof : ndarray of shape (n_samples, n_outputs)
     """
-    splits = list(cv.split(X, y))
-    _check_partition(splits, X.shape[0])
-    classes = getattr(transformer, "classes_", None)
-    base = clone(transformer).set_params(cv=None, n_jobs=None)
-    seeds = _fold_seeds(transformer.random_state, len(splits))
-
+    everything = np.arange(X.shape[0])
     # The full fit goes first: it is the longest task and the others can fill
     # the remaining workers around it.
-    everything = np.arange(X.shape[0])
-    tasks = [((base, X, y, everything, None, fit_params, classes), {})]
+    tasks = [((fit, output, X, y, everything, None, fit_params, seed), {})]
     tasks += [
-        ((clone(base).set_params(random_state=seed), X, y, train, test, fit_params, classes), {})
-        for seed, (train, test) in zip(seeds, splits, strict=True)
+        ((fit, output, X, y, train, test, fit_params, s), {})
+        for s, (train, test) in zip(fold_seeds, splits, strict=True)
     ]
-    results = parallel_map(_fit_task, tasks, n_jobs=n_jobs)
-    full, fold_outputs = results[0], results[1:]
-
-    _adopt_fitted_state(transformer, full)
-    width = len(transformer._feature_names_out)
-    oof = np.empty((X.shape[0], width), dtype=np.float32)
+    results = parallel_map(_task, tasks, n_jobs=n_jobs)
+    state, fold_outputs = results[0], results[1:]
+    width = fold_outputs[0].shape[1]
+    oof = np.empty((X.shape[0], width), dtype=fold_outputs[0].dtype)
     for (_, test), out in zip(splits, fold_outputs, strict=True):
         if out.shape[1] != width:
             raise ValueError(
-                f"A fold's net gives {out.shape[1]} output columns but the net fitted "
-                f"on all rows gives {width}; the module's output width must not "
-                "depend on the training rows."
+                f"Fold nets give {width} and {out.shape[1]} output columns; the "
+                "module's output width must not depend on the training rows."
             )
         oof[test] = out
-    return oof
-
-
-def _adopt_fitted_state(transformer, fitted):
-    """Move what ``fit`` learned from a fitted clone onto ``transformer``.
-
-    The input description (``n_features_in_``, ``feature_names_in_``) was set
-    by the caller's own validation, which saw the user's column names.
-    """
-    params = transformer.get_params(deep=False)
-    keep = {"n_features_in_", "feature_names_in_"}
-    for key, value in vars(fitted).items():
-        if key in params or key in keep or key.startswith("_sklearn"):
-            continue
-        setattr(transformer, key, value)
+    return state, oof

@@ -1,6 +1,9 @@
 """``NeuralTransformer``: a neural net as a scikit-learn ``fit``/``transform`` step."""
 
 import copy
+import functools
+import warnings
+from contextlib import contextmanager
 from numbers import Integral
 
 import numpy as np
@@ -10,51 +13,26 @@ from sklearn.preprocessing import LabelEncoder
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import _check_sample_weight, check_is_fitted
 from torch import nn
 
 from ._cache import CACHE_CONSTRAINT, cached_outputs, callable_id, model_fingerprint
-from ._crossfit import cross_fit_transform, resolve_cv
-from ._outputs import describe_net, feature_names, plan_output, target_aligned
-from ._runner import eval_mode, module_device, resolve_device, run_module
+from ._crossfit import check_splits, cross_fit, resolve_cv
+from ._outputs import describe_net, feature_names, net_kind, plan_output, target_aligned
+from ._runner import (
+    check_finite_output,
+    check_rows,
+    eval_mode,
+    module_device,
+    resolve_device,
+    run_module,
+)
+from ._training import TRAINING_LOCK, draw_seed, seeded, train_net
 
 __all__ = ["NeuralTransformer"]
 
-
-def _seed_context(random_state):
-    """A torch RNG scope seeded from ``random_state``; the global state is kept.
-
-    Weight initialisation and batch shuffling both draw from torch's global
-    generator, so seeding it inside ``fork_rng`` makes a fit repeatable without
-    changing the RNG stream the user's own code sees.
-    """
-    if random_state is None:
-        return _NullContext()
-    seed = check_random_state(random_state).randint(np.iinfo(np.int32).max)
-    return _SeededRNG(int(seed))
-
-
-class _NullContext:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-
-class _SeededRNG:
-    def __init__(self, seed):
-        self.seed = seed
-
-    def __enter__(self):
-        devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
-        self._fork = torch.random.fork_rng(devices=devices)
-        self._fork.__enter__()
-        torch.manual_seed(self.seed)
-        return self
-
-    def __exit__(self, *exc):
-        return self._fork.__exit__(*exc)
+# The attributes one fit sets, all together or not at all (see _set_state).
+_FITTED = ("net_", "module_", "classes_", "_info", "_plan", "_feature_names_out")
 
 
 class NeuralTransformer(TransformerMixin, BaseEstimator):
@@ -73,7 +51,9 @@ class NeuralTransformer(TransformerMixin, BaseEstimator):
           parameters route through pipelines and searches
           (``nn__net__lr``, ``nn__net__module__hidden``).
         - A plain ``torch.nn.Module`` instance: taken as pretrained and used
-          as it is. ``fit`` only validates and records the input width.
+          as it is. ``fit`` only validates and records the input width. A
+          module with lazy layers is materialised on one private copy, the
+          user's module stays lazy.
     output : str or list of str, default="auto"
         What ``transform`` returns:
 
@@ -96,16 +76,31 @@ class NeuralTransformer(TransformerMixin, BaseEstimator):
         Layers are read with forward hooks; the module is never copied or cut.
     frozen : bool, default=False
         Use an already fitted skorch net as it is: ``fit`` never trains it.
-        Plain modules are always frozen. A frozen net's weights are bitwise
-        unchanged by ``fit``, ``clone``, ``cross_val_score`` or ``GridSearchCV``.
+        Plain modules are always used as they are. Such a net is **shared,
+        never copied**, as :class:`sklearn.frozen.FrozenEstimator` shares its
+        estimator: ``clone`` (so every fold and candidate of
+        ``cross_val_score`` or ``GridSearchCV``) gives a new unfitted
+        ``NeuralTransformer`` holding the very same net object, and its
+        weights, train flags, buffers and hooks are unchanged by ``fit`` and
+        ``transform``. Its own parameters are therefore not searchable
+        (``net__lr`` is an error): change the net yourself.
     device : {"auto", "cpu", "cuda"}, str or None, default=None
         Where the net runs. ``None`` keeps the skorch net's ``device`` (or the
         plain module's current device); ``"auto"`` picks CUDA when available.
+        Checked at ``fit``. A net used as it is is never moved: when it lives
+        elsewhere, ``fit`` runs **one private copy** of its module on
+        ``device`` (``module_``); move the module yourself to avoid the copy
+        (e.g. once before a search on a GPU).
     batch_size : int, default=1024
         Rows per forward pass in ``transform``.
     random_state : int, RandomState instance or None, default=None
-        Seeds weight initialisation and batch shuffling of a trained net, so two
-        fits give identical outputs. The user's global torch RNG is untouched.
+        Seeds weight initialisation, batch shuffling and dropout of a trained
+        net, so two fits give identical outputs -- also when fits run in
+        threads (see the user guide's "Threads" section: training in one
+        process holds a lock). The user's global torch RNG is untouched. For
+        a pretrained module with lazy layers (``torch.nn.LazyLinear``), which
+        ``fit`` materialises on a private copy, it seeds their initial
+        weights (``None``: seed 0, the same weights in every fit).
     cv : "auto", int, cross-validation generator, iterable or None, default="auto"
         Cross fitting in ``fit_transform``, which is what a pipeline calls on
         its intermediate steps. A net trained on ``(X, y)`` and then run on
@@ -160,7 +155,9 @@ class NeuralTransformer(TransformerMixin, BaseEstimator):
         The fitted clone of ``net`` (``net`` itself when frozen; ``None`` for a
         plain module).
     module_ : torch.nn.Module
-        The module that ``transform`` runs.
+        The module that ``transform`` runs: the user's own module for a net
+        used as it is, except for the private copy made when ``device``
+        differs or lazy layers must be materialised.
     classes_ : ndarray of shape (n_classes,)
         Class labels, for classifier nets.
     n_features_in_ : int
@@ -239,43 +236,106 @@ class NeuralTransformer(TransformerMixin, BaseEstimator):
 
     @property
     def _uses_pretrained(self):
-        return isinstance(self.net, nn.Module) or self.frozen
+        # Only a real bool counts: get_params runs on unvalidated parameters.
+        frozen = isinstance(self.frozen, (bool, np.bool_)) and bool(self.frozen)
+        return isinstance(self.net, nn.Module) or frozen
 
     def _net_kind(self):
-        from skorch import NeuralNetBinaryClassifier, NeuralNetClassifier, NeuralNetRegressor
-
-        if isinstance(self.net, (NeuralNetClassifier, NeuralNetBinaryClassifier)):
-            return "classifier"
-        if isinstance(self.net, NeuralNetRegressor):
-            return "regressor"
-        return "module"
+        return net_kind(self.net)
 
     def __sklearn_clone__(self):
-        if isinstance(self.net, nn.Module) or not self.frozen:
+        if not self._uses_pretrained:
             return super().__sklearn_clone__()
-        # scikit-learn's clone would rebuild the skorch net from its parameters,
-        # i.e. without its weights; a frozen net is copied whole instead.
-        params = self.get_params(deep=False)
-        params = {k: clone(v, safe=False) for k, v in params.items() if k != "net"}
-        other = type(self)(net=copy.deepcopy(self.net), **params)
-        if hasattr(self, "_sklearn_output_config"):
-            other._sklearn_output_config = copy.deepcopy(self._sklearn_output_config)
+        # Like sklearn.frozen.FrozenEstimator: a pretrained module (or frozen
+        # skorch net) is shared by every clone -- each fold and candidate of a
+        # search -- never copied. scikit-learn's clone would deep-copy a module
+        # (gigabytes for a large model) and rebuild a skorch net from its
+        # parameters, without its weights.
+        params = {
+            k: clone(v, safe=False)
+            for k, v in self.get_params(deep=False).items()
+            if k != "net"
+        }
+        other = type(self)(net=self.net, **params)
+        for attr in ("_sklearn_output_config", "_metadata_request"):
+            if hasattr(self, attr):
+                setattr(other, attr, copy.deepcopy(getattr(self, attr)))
         return other
+
+    def get_params(self, deep=True):
+        """Get parameters for this estimator.
+
+        A net used as it is (a plain module, ``frozen=True``) is shared, not
+        copied, so its own parameters (``net__lr``, ...) are not listed: setting
+        them would change the user's net for every clone.
+
+        Parameters
+        ----------
+        deep : bool, default=True
+            Include the parameters of a skorch net trained here
+            (``net__lr``, ``net__module__hidden``).
+
+        Returns
+        -------
+        params : dict
+        """
+        return super().get_params(deep=deep and not self._uses_pretrained)
+
+    def set_params(self, **params):
+        """Set the parameters of this estimator.
+
+        Parameters
+        ----------
+        **params : dict
+            Estimator parameters; ``net__<name>`` for a skorch net trained here.
+
+        Returns
+        -------
+        self : NeuralTransformer
+        """
+        shared = "net" not in params and self._uses_pretrained
+        nested = sorted(k for k in params if k.startswith("net__"))
+        if nested and shared:
+            raise ValueError(
+                f"Cannot set {nested}: this NeuralTransformer uses its net as it is "
+                "(a plain module or frozen=True), shared with every clone and with "
+                "your own code, so its parameters are not set from here. Change the "
+                "net yourself, or pass a new net (set_params(net=...))."
+            )
+        return super().set_params(**params)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.input_tags.allow_nan = False
         tags.transformer_tags.preserves_dtype = ["float32"]
-        trains = not (isinstance(self.net, nn.Module) or self.frozen)
+        trains = not self._uses_pretrained
         tags.target_tags.required = trains and self._net_kind() != "module"
         tags.non_deterministic = trains and self.random_state is None
         return tags
 
+    def __getstate__(self):
+        state = super().__getstate__()
+        in_main = _classes_in_main(self)
+        if in_main:
+            warnings.warn(
+                f"Pickling a fitted NeuralTransformer whose net uses {in_main}, "
+                "defined in __main__ (a script or notebook). pickle stores classes "
+                "by reference, so loading it elsewhere fails unless those classes "
+                "can be imported there under the same name: define them in an "
+                "importable module (a .py file on the path) before fitting.",
+                UserWarning,
+                stacklevel=2,
+            )
+        return state
+
     # -- fit -------------------------------------------------------------------
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y=None, **fit_params):
-        """Train the net on ``(X, y)`` (a frozen net is only checked).
+    def fit(self, X, y=None, sample_weight=None, groups=None, **fit_params):
+        """Train the net on ``(X, y)`` (a net used as it is is only checked).
+
+        A fit that fails or is interrupted (``KeyboardInterrupt`` propagates)
+        leaves the estimator as it was before the call.
 
         Parameters
         ----------
@@ -283,19 +343,34 @@ class NeuralTransformer(TransformerMixin, BaseEstimator):
             Training rows; any numeric dtype, converted to float32 once.
         y : array-like of shape (n_samples,) or (n_samples, n_targets), default=None
             Targets. Class labels of any type for classifiers; ``None`` for a
-            net trained without target. Ignored by a frozen net.
+            net trained without target. Ignored by a net used as it is.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Weights of the rows in the training loss of a net trained here
+            (``mean(weight * loss)`` over each batch; the criterion must take
+            ``reduction="none"``, as torch's losses do). Ignored by a net used
+            as it is, which ``fit`` does not train. With metadata routing,
+            request it with ``set_fit_request(sample_weight=True)``.
+        groups : array-like of shape (n_samples,), default=None
+            Group labels for the cross-fitting splitter of ``fit_transform``
+            (e.g. ``cv=GroupKFold(5)``). ``fit`` trains one net on all rows and
+            does not use them.
         **fit_params : dict
-            Passed to the skorch net's ``fit``.
+            Passed to the skorch net's training (its module's ``forward`` and
+            ``train_split``).
 
         Returns
         -------
         self : NeuralTransformer
         """
-        X = validate_data(self, X, dtype=np.float32, ensure_min_samples=1)
-        return self._fit(X, y, fit_params)
+        with self._all_or_nothing():
+            X = check_rows(self, X, reset=True)
+            fit_params = self._fit_params(X, sample_weight, fit_params)
+            state = self._fit_state(X, y, fit_params, draw_seed(self.random_state))
+        self._set_state(state)
+        return self
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit_transform(self, X, y=None, **fit_params):
+    def fit_transform(self, X, y=None, sample_weight=None, groups=None, **fit_params):
         """Fit the net and return outputs for ``X`` -- out of fold when cross-fitting.
 
         When the net is trained here on a target and ``cv`` is not ``None``
@@ -310,42 +385,133 @@ class NeuralTransformer(TransformerMixin, BaseEstimator):
         ----------
         X : array-like of shape (n_samples, n_features)
         y : array-like of shape (n_samples,) or (n_samples, n_targets), default=None
+        sample_weight : array-like of shape (n_samples,), default=None
+            Row weights in each net's training loss (see :meth:`fit`); split
+            with the folds.
+        groups : array-like of shape (n_samples,), default=None
+            Group labels passed to the cross-fitting splitter, so that
+            ``cv=GroupKFold(k)`` holds whole groups out.
         **fit_params : dict
-            Passed to each net's ``fit``; per-row arrays are split with the folds.
+            Passed to each net's training; per-row arrays are split with the folds.
 
         Returns
         -------
         Xt : ndarray of shape (n_samples, n_outputs)
         """
-        X = validate_data(self, X, dtype=np.float32, ensure_min_samples=1)
-        cv = resolve_cv(
-            self.cv,
-            y,
-            trains=not self._uses_pretrained,
-            classifier=self._net_kind() == "classifier",
-            aligned=target_aligned(self.output),
-        )
-        if cv is None:
-            return self._fit(X, y, fit_params)._run(X)
+        with self._all_or_nothing():
+            X = check_rows(self, X, reset=True)
+            fit_params = self._fit_params(X, sample_weight, fit_params)
+            cv = resolve_cv(
+                self.cv,
+                y,
+                trains=not self._uses_pretrained,
+                classifier=self._net_kind() in ("classifier", "binary"),
+                aligned=target_aligned(self.output),
+            )
+            if cv is None:
+                state = self._fit_state(X, y, fit_params, draw_seed(self.random_state))
+                out = self._outputs(state, X)
+            else:
+                state, out = self._cross_fit(X, y, cv, fit_params, groups)
+        self._set_state(state)
+        return check_finite_output(out, "NeuralTransformer")
+
+    def _cross_fit(self, X, y, cv, fit_params, groups=None):
         # Labels are encoded once for all folds: a fold that misses a class
         # must still give its column the same meaning.
-        self._encode_target(y, X.shape[0])
-        return cross_fit_transform(self, X, np.asarray(y), cv, fit_params, n_jobs=self.n_jobs)
+        _, classes = self._encode_target(y, X.shape[0])
+        y = np.asarray(y)
+        splits = check_splits(cv, X, y, groups)
+        rng = check_random_state(self.random_state)
+        seeds = [None if self.random_state is None else draw_seed(rng)
+                 for _ in range(len(splits) + 1)]
+        # The folds fit clones: the same fitting routine as ``fit``, nothing
+        # of this estimator's state is shared with (or copied back from) them.
+        fitter = clone(self).set_params(cv=None, n_jobs=None)
+        state, oof = cross_fit(
+            functools.partial(fitter._fit_state, classes=classes),
+            fitter._outputs,
+            X,
+            y,
+            splits,
+            fit_params,
+            seed=seeds[0],
+            fold_seeds=seeds[1:],
+            n_jobs=self.n_jobs,
+        )
+        width = len(state["_feature_names_out"])
+        if oof.shape[1] != width:
+            raise ValueError(
+                f"The fold nets give {oof.shape[1]} output columns but the net fitted "
+                f"on all rows gives {width}; the module's output width must not "
+                "depend on the training rows."
+            )
+        return state, oof
 
-    def _fit(self, X, y, fit_params, classes=None):
-        """Fit on validated float32 ``X``; ``classes`` fixes the label set."""
+    def _fit_params(self, X, sample_weight, fit_params):
+        """Check the fit parameters; ``sample_weight`` joins them, validated."""
+        if "sample_weight" in fit_params:  # pragma: no cover - a named argument
+            raise TypeError("sample_weight is given twice.")
+        if sample_weight is None:
+            return dict(fit_params)
+        sample_weight = _check_sample_weight(
+            sample_weight, X, dtype=np.float32, ensure_non_negative=True
+        )
+        return {**fit_params, "sample_weight": sample_weight}
+
+    @contextmanager
+    def _all_or_nothing(self):
+        """Give back the input description that validation set if the fit fails,
+        so a failed or interrupted fit leaves the previous fitted state whole."""
+        kept = {k: v for k, v in vars(self).items()
+                if k in ("n_features_in_", "feature_names_in_")}
+        try:
+            yield
+        except BaseException:
+            for key in ("n_features_in_", "feature_names_in_"):
+                vars(self).pop(key, None)
+            vars(self).update(kept)
+            raise
+
+    def _set_state(self, state):
+        for key in _FITTED:
+            if state.get(key) is None and key != "net_":
+                vars(self).pop(key, None)
+            else:
+                setattr(self, key, state[key])
+
+    def _fit_state(self, X, y, fit_params, seed, classes=None):
+        """The one fitting routine: fit on validated float32 ``X`` and return the
+        fitted attributes (see ``_FITTED``) without setting them.
+
+        ``classes`` fixes the label set (cross fitting: every fold's columns
+        mean the same classes); ``seed`` seeds the training.
+        """
+        fit_params = dict(fit_params)
+        sample_weight = fit_params.pop("sample_weight", None)
         if self._uses_pretrained:
-            self._fit_pretrained()
+            # Not trained here, so nothing to weigh (as FrozenEstimator.fit).
+            net_, module_, info = self._pretrained(X)
         else:
-            self._fit_trainable(X, y, classes=classes, **fit_params)
-        self._probe(X)
-        return self
+            net_, classes = self._train(X, y, fit_params, seed, classes, sample_weight)
+            module_ = net_.module_
+            info = describe_net(net_, classes=classes)
+        plan = plan_output(self.output, info)
+        state = {
+            "net_": net_,
+            "module_": module_,
+            "classes_": info.classes,
+            "_info": info,
+            "_plan": plan,
+        }
+        state["_feature_names_out"] = self._probe(state, X)
+        return state
 
-    def _fit_pretrained(self):
+    def _pretrained(self, X):
+        """The module to run for a net used as it is: the user's own object,
+        or one copy of it when running it as asked would change it."""
         if isinstance(self.net, nn.Module):
-            self.net_ = None
-            self.module_ = self.net
-            self._info = describe_net(self.net)
+            net_, source = None, self.net
         else:
             if not getattr(self.net, "initialized_", False):
                 raise ValueError(
@@ -354,15 +520,28 @@ class NeuralTransformer(TransformerMixin, BaseEstimator):
                     "(net.initialize(); net.load_params(...)), or set frozen=False "
                     "to train it here."
                 )
-            self.net_ = self.net
-            self.module_ = self.net.module_
-            self._info = describe_net(self.net)
-        if self._info.classes is not None:
-            self.classes_ = self._info.classes
-        if self.device is not None:
-            self.module_.to(resolve_device(self.device))
+            net_, source = self.net, self.net.module_
+        device = resolve_device(self.device)
+        module_ = source
+        elsewhere = device is not None and not _same_device(device, module_device(source))
+        lazy = _has_lazy(source)
+        if elsewhere or lazy:
+            # The user's module is never moved nor materialised: one private
+            # copy is made for this fit (documented in ``device``).
+            module_ = copy.deepcopy(source)
+            if device is not None:
+                module_.to(device)
+            if lazy:
+                # Lazy layers draw their initial weights: seed them, so that
+                # every fit (and every clone in a search) gets the same ones.
+                seed = draw_seed(self.random_state)
+                with TRAINING_LOCK, seeded(0 if seed is None else seed):
+                    _materialize(module_, X)
+        info = describe_net(self.net, module=module_)
+        return net_, module_, info
 
     def _encode_target(self, y, n_samples, classes=None):
+        """``(y as the net trains on it, class labels or None)``."""
         kind = self._net_kind()
         if y is None:
             if kind != "module":
@@ -371,143 +550,151 @@ class NeuralTransformer(TransformerMixin, BaseEstimator):
                     "be passed, but the target y is None: call fit(X, y), or use "
                     "frozen=True to use a fitted net without training it."
                 )
-            return None
+            return None, None
         y = np.asarray(y)
         if y.shape[0] != n_samples:
             raise ValueError(
                 f"X has {n_samples} rows but y has {y.shape[0]}; they must match."
             )
-        if kind == "classifier":
+        if kind in ("classifier", "binary"):
             check_classification_targets(y)
-            if y.ndim != 1:
-                y = np.ravel(y) if y.ndim == 2 and y.shape[1] == 1 else y
+            if y.ndim == 2 and y.shape[1] == 1:
+                y = np.ravel(y)
             encoder = LabelEncoder().fit(y if classes is None else classes)
-            self.classes_ = encoder.classes_
-            from skorch import NeuralNetBinaryClassifier
-
-            if isinstance(self.net, NeuralNetBinaryClassifier):
-                if len(self.classes_) > 2:
+            if len(encoder.classes_) < 2:
+                raise ValueError(
+                    f"y has only one class ({encoder.classes_[0]!r}); a classifier "
+                    "net needs at least two classes to learn from."
+                )
+            if kind == "binary":
+                if len(encoder.classes_) > 2:
                     raise ValueError(
                         "NeuralNetBinaryClassifier needs two classes, y has "
-                        f"{len(self.classes_)}; use NeuralNetClassifier instead."
+                        f"{len(encoder.classes_)}; use NeuralNetClassifier instead."
                     )
-                return encoder.transform(y).astype(np.float32)
-            return encoder.transform(y).astype(np.int64)
+                return encoder.transform(y).astype(np.float32), encoder.classes_
+            return encoder.transform(y).astype(np.int64), encoder.classes_
         if kind == "regressor":
             y = np.asarray(y, dtype=np.float32)
             if not np.isfinite(y).all():
                 raise ValueError("y contains NaN or infinity; clean or impute it first.")
             # A 1-D target against an (n, 1) output is broadcast by MSELoss into an
             # (n, n) difference and the net learns a constant: make it a column.
-            return y.reshape(-1, 1) if y.ndim == 1 else y
-        return y
+            return (y.reshape(-1, 1) if y.ndim == 1 else y), None
+        return y, None
 
-    def _training_net(self):
+    def _training_net(self, classes):
         net = clone(self.net)
         params = net.get_params(deep=False)
         if "iterator_train__shuffle" not in params:
             net.set_params(iterator_train__shuffle=True)
         if self.device is not None:
             net.set_params(device=resolve_device(self.device))
+        if classes is not None and "classes" in params and params["classes"] is None:
+            # The net trains on encoded labels 0..k-1; telling skorch all k of
+            # them keeps its classes_ right when a fold misses one.
+            net.set_params(classes=list(range(len(classes))))
         return net
 
-    def _fit_trainable(self, X, y, classes=None, **fit_params):
-        y_enc = self._encode_target(y, X.shape[0], classes)
-        net = self._training_net()
-        with _seed_context(self.random_state):
-            net.initialize()
-            self._check_output_fits_target(net, X, y_enc)
-            net.partial_fit(X, y_enc, **fit_params)
-        self.net_ = net
-        self.module_ = net.module_
-        self._info = describe_net(net, classes=getattr(self, "classes_", None))
+    def _train(self, X, y, fit_params, seed, classes=None, sample_weight=None):
+        y_enc, classes = self._encode_target(y, X.shape[0], classes)
+        net = self._training_net(classes)
+        check = functools.partial(self._check_output_fits_target, X=X, y=y_enc,
+                                  classes=classes)
+        train_net(net, X, y_enc, seed=seed, fit_params=fit_params, after_initialize=check,
+                  sample_weight=sample_weight)
+        # The net itself only knows the encoded labels 0..k-1.
+        return net, classes
 
-    def _check_output_fits_target(self, net, X, y):
+    def _check_output_fits_target(self, net, *, X, y, classes):
         """Fail before training when the module's output cannot fit the target."""
         if y is None:
             return
         out = _raw_output(net.module_, X[:2])
         kind = self._net_kind()
-        if kind == "classifier" and y.dtype == np.int64:
-            n_classes = len(self.classes_)
-            if out.ndim != 2 or out.shape[1] < n_classes:
+        shape = tuple(out.shape)
+        if kind == "classifier":
+            n_classes = len(classes)
+            if out.ndim != 2 or out.shape[1] != n_classes:
                 raise ValueError(
-                    f"The module returns shape {tuple(out.shape)} per batch but y has "
-                    f"{n_classes} classes; its last layer needs {n_classes} outputs "
-                    "(set the output size through net__module__<param>)."
+                    f"The module returns shape {shape} per batch but y has "
+                    f"{n_classes} classes: a classifier's last layer needs exactly "
+                    f"{n_classes} outputs, one per class (set the output size "
+                    "through net__module__<param>)."
+                )
+        elif kind == "binary":
+            if not (out.ndim == 1 or (out.ndim == 2 and out.shape[1] == 1)):
+                raise ValueError(
+                    f"The module returns shape {shape} per batch, but "
+                    "NeuralNetBinaryClassifier needs one logit per row: shape "
+                    "(n_samples,) or (n_samples, 1)."
                 )
         elif kind == "regressor":
             n_targets = y.shape[1]
             if out.ndim != 2 or out.shape[1] != n_targets:
                 raise ValueError(
-                    f"The module returns shape {tuple(out.shape)} but y has "
+                    f"The module returns shape {shape} but y has "
                     f"{n_targets} target column(s); the module must return "
                     f"(n_samples, {n_targets})."
                 )
 
-    def _probe(self, X):
+    def _probe(self, state, X):
         """Run two rows through the chosen output: catches a module that does not
         fit the input width, and gives the output's feature names."""
-        self._plan = plan_output(self.output, self._info)
+        module, plan, info = state["module_"], state["_plan"], state["_info"]
         head = X[:2]
         try:
-            if self._plan.layers and self._plan.keyword is None:
+            if plan.layers and plan.keyword is None:
                 widths = [
-                    run_module(self.module_, head, layers=[name]).shape[1]
-                    for name in self._plan.layers
+                    run_module(module, head, layers=[name]).shape[1]
+                    for name in plan.layers
                 ]
             else:
-                widths = [self._run(head).shape[1]]
+                # Through the cache, like every later call: a pretrained module
+                # runs these two rows once per search, not once per fit.
+                widths = [self._outputs(state, head).shape[1]]
         except RuntimeError as exc:
             raise ValueError(
                 f"The module failed on input of shape (n, {X.shape[1]}): {exc}. "
                 "Check that its first layer takes that many features (or use "
                 "torch.nn.LazyLinear)."
             ) from exc
-        self._feature_names_out = feature_names(self._plan, self._info, widths)
+        classes = info.classes
+        if (
+            info.kind == "classifier"
+            and plan.keyword in ("proba", "logits", "predict")
+            and classes is not None
+            and widths[0] != len(classes)
+        ):
+            raise ValueError(
+                f'output="{plan.keyword}" gives {widths[0]} columns, but the net has '
+                f"{len(classes)} classes ({list(classes)[:5]}...): the module's last "
+                "layer must have one output per class."
+            )
+        return feature_names(plan, info, widths)
 
     # -- transform -------------------------------------------------------------
 
-    def _run(self, X):
+    def _outputs(self, state, X):
+        """The selected output of a fitted ``state`` for validated ``X``."""
+        compute = functools.partial(
+            _run_state, state, batch_size=self.batch_size
+        )
         if self._uses_pretrained:
             # A net used as it is gives a row the same output in every fold and
             # candidate of a search: each distinct row is computed once.
-            return cached_outputs(self.cache, self._output_fingerprint, X, self._forward)
-        return self._forward(X)
+            fingerprint = functools.partial(_output_fingerprint, state)
+            return cached_outputs(self.cache, fingerprint, X, compute)
+        return compute(X)
 
-    def _forward(self, X):
-        return run_module(
-            self.module_,
-            X,
-            batch_size=self.batch_size,
-            device=self._run_device(),
-            **self._plan.run_kwargs(),
-        )
-
-    def _run_device(self):
-        return None if self.device is None else resolve_device(self.device)
-
-    def _output_fingerprint(self):
-        """What decides the outputs besides the rows: the module (weights and
-        structure), the selected output with its post-processing, the device."""
-        plan, info = self._plan, self._info
-        device = self._run_device()
-        device = module_device(self.module_) if device is None else torch.device(device)
-        return model_fingerprint(
-            self.module_,
-            "NeuralTransformer",
-            info.kind,
-            info.outputs_proba,
-            callable_id(info.to_proba),
-            plan.keyword,
-            tuple(plan.layers or ()),
-            plan.layer_inputs,
-            callable_id(plan.postprocess),
-            device.type,
-        )
+    def _state(self):
+        return {key: getattr(self, key, None) for key in _FITTED}
 
     def transform(self, X):
         """Run the net on ``X`` and return the selected output.
+
+        Safe to call from several threads at once: each call gives the result
+        it would give alone, and the module is left as it was.
 
         Parameters
         ----------
@@ -519,8 +706,8 @@ class NeuralTransformer(TransformerMixin, BaseEstimator):
             float32 (a DataFrame with ``set_output(transform="pandas")``).
         """
         check_is_fitted(self)
-        X = validate_data(self, X, dtype=np.float32, reset=False)
-        return self._run(X)
+        X = check_rows(self, X, reset=False)
+        return check_finite_output(self._outputs(self._state(), X), "NeuralTransformer")
 
     def get_feature_names_out(self, input_features=None):
         """Names of the output columns, e.g. ``proba_<class>``, ``embedding_0``,
@@ -545,9 +732,74 @@ class NeuralTransformer(TransformerMixin, BaseEstimator):
         return hasattr(self, "module_")
 
 
+def _run_state(state, X, *, batch_size):
+    # The module runs where it lives: a trained net's module is on the net's
+    # device, a pretrained one on its own or on the copy's (see _pretrained).
+    plan = state["_plan"]
+    return run_module(state["module_"], X, batch_size=batch_size, **plan.run_kwargs())
+
+
+def _output_fingerprint(state):
+    """What decides the outputs besides the rows: the module (weights and
+    structure), the selected output with its post-processing, the device."""
+    plan, info, module = state["_plan"], state["_info"], state["module_"]
+    return model_fingerprint(
+        module,
+        "NeuralTransformer",
+        info.kind,
+        info.outputs_proba,
+        callable_id(info.to_proba),
+        plan.keyword,
+        tuple(plan.layers or ()),
+        plan.layer_inputs,
+        callable_id(plan.postprocess),
+        module_device(module).type,
+    )
+
+
+def _same_device(requested, actual):
+    requested = torch.device(requested)
+    if requested.type != actual.type:
+        return False
+    return requested.index is None or actual.index is None or requested.index == actual.index
+
+
+def _has_lazy(module):
+    lazy = nn.parameter.UninitializedTensorMixin
+    return any(isinstance(t, lazy) for t in module.parameters()) or any(
+        isinstance(t, lazy) for t in module.buffers()
+    )
+
+
+def _materialize(module, X):
+    """Run two rows so lazy layers take their shapes (under ``no_grad``, not
+    ``inference_mode``: inference tensors could not be trained later)."""
+    try:
+        _raw_output(module, X[:2])
+    except RuntimeError as exc:
+        raise ValueError(
+            f"The module failed on input of shape (n, {X.shape[1]}): {exc}."
+        ) from exc
+
+
 def _raw_output(module, X):
-    with torch.inference_mode(), eval_mode(module):
-        out = module(torch.from_numpy(X).to(module_device(module)))
+    with torch.no_grad(), eval_mode(module):
+        out = module(torch.from_numpy(np.ascontiguousarray(X)).to(module_device(module)))
     if isinstance(out, (tuple, list)):
         out = out[0]
     return out
+
+
+def _classes_in_main(estimator):
+    """Names of classes defined in ``__main__`` that pickling ``estimator`` refers to."""
+    objects = [getattr(estimator, "net_", None), estimator.net]
+    module = getattr(estimator, "module_", None)
+    if module is None:
+        return []
+    objects += list(module.modules())
+    names = []
+    for obj in objects:
+        cls = type(obj)
+        if cls.__module__ == "__main__" and cls.__qualname__ not in names:
+            names.append(cls.__qualname__)
+    return names

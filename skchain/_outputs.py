@@ -15,7 +15,15 @@ from torch import nn
 
 from ._runner import to_proba as _logits_to_proba
 
-__all__ = ["NetInfo", "OutputPlan", "describe_net", "plan_output", "target_aligned", "KEYWORDS"]
+__all__ = [
+    "KEYWORDS",
+    "NetInfo",
+    "OutputPlan",
+    "describe_net",
+    "net_kind",
+    "plan_output",
+    "target_aligned",
+]
 
 KEYWORDS = ("auto", "proba", "logits", "predict", "embedding")
 
@@ -40,6 +48,25 @@ class NetInfo:
     extra: dict = field(default_factory=dict)
 
 
+def net_kind(net):
+    """What a net is, initialized or not: the one classification of nets.
+
+    ``"classifier"`` (skorch ``NeuralNetClassifier``), ``"binary"`` (skorch
+    ``NeuralNetBinaryClassifier``: one logit column), ``"regressor"`` (skorch
+    ``NeuralNetRegressor``) or ``"module"`` (any other skorch net, or a plain
+    ``torch.nn.Module``).
+    """
+    from skorch import NeuralNetBinaryClassifier, NeuralNetClassifier, NeuralNetRegressor
+
+    if isinstance(net, NeuralNetBinaryClassifier):
+        return "binary"
+    if isinstance(net, NeuralNetClassifier):
+        return "classifier"
+    if isinstance(net, NeuralNetRegressor):
+        return "regressor"
+    return "module"
+
+
 def describe_net(net, module=None, classes=None):
     """Describe a skorch net (initialized) or a plain module.
 
@@ -51,7 +78,7 @@ def describe_net(net, module=None, classes=None):
     classes : array-like, default=None
         Class labels in the order of the output columns, when known.
     """
-    from skorch import NeuralNet, NeuralNetBinaryClassifier, NeuralNetClassifier, NeuralNetRegressor
+    from skorch import NeuralNet
 
     if isinstance(net, nn.Module):
         return NetInfo(
@@ -65,28 +92,26 @@ def describe_net(net, module=None, classes=None):
             f"Expected a skorch net or a torch.nn.Module, got {type(net).__name__}."
         )
     module = net.module_ if module is None else module
+    kind = net_kind(net)
+    if kind == "binary":
+        classes = np.array([0, 1]) if classes is None else np.asarray(classes)
+    elif kind == "classifier" and classes is None:
+        try:
+            classes = net.classes_
+        except AttributeError:
+            classes = None
+    if kind not in ("classifier", "binary"):
+        return NetInfo(module, kind)
     # skorch decides probabilities from the criterion ("auto" nonlinearity); reuse
     # its rule so our "proba" equals the net's own predict_proba.
-    to_proba = net._get_predict_nonlinearity()
-    if isinstance(net, NeuralNetBinaryClassifier):
-        return NetInfo(module, "binary", np.array([0, 1]) if classes is None
-                       else np.asarray(classes), to_proba=to_proba)
-    if isinstance(net, NeuralNetClassifier):
-        outputs_proba = isinstance(getattr(net, "criterion_", None), nn.NLLLoss)
-        if classes is None:
-            try:
-                classes = net.classes_
-            except AttributeError:
-                classes = None
-        return NetInfo(
-            module,
-            "classifier",
-            None if classes is None else np.asarray(classes),
-            to_proba=to_proba,
-            outputs_proba=outputs_proba,
-        )
-    kind = "regressor" if isinstance(net, NeuralNetRegressor) else "module"
-    return NetInfo(module, kind)
+    return NetInfo(
+        module,
+        kind,
+        None if classes is None else np.asarray(classes),
+        to_proba=net._get_predict_nonlinearity(),
+        outputs_proba=kind == "classifier"
+        and isinstance(getattr(net, "criterion_", None), nn.NLLLoss),
+    )
 
 
 @dataclass

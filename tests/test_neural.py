@@ -1,4 +1,5 @@
 import pickle
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -17,6 +18,34 @@ from torch import nn
 
 from skchain import NeuralTransformer
 from skchain._testing import MLP, RowStats, make_classifier_net, make_regressor_net
+
+
+class SizedToClasses(NeuralNetClassifier):
+    """An MLP classifier whose output size follows the classes of ``y``.
+
+    NeuralTransformer requires exactly one output per class and tells skorch
+    the encoded classes (``classes``); the estimator checks draw targets with 2
+    to 4 classes, so this net sizes its last layer from them.
+    """
+
+    def get_params_for(self, prefix):
+        params = super().get_params_for(prefix)
+        if prefix == "module" and self.classes is not None:
+            params["n_out"] = len(self.classes)
+        return params
+
+
+def sized_classifier_net(**kwargs):
+    params = dict(module=MLP, module__hidden=16, criterion=nn.CrossEntropyLoss,
+                  optimizer=torch.optim.Adam, max_epochs=2, lr=0.05, batch_size=64,
+                  train_split=None, verbose=0)
+    params.update(kwargs)
+    return SizedToClasses(**params)
+
+
+def lazy_module():
+    """A pretrained module whose layers are all lazy: fit must not materialise it."""
+    return nn.Sequential(nn.LazyLinear(8), nn.ReLU(), nn.LazyLinear(3))
 
 
 def _weights(module):
@@ -52,40 +81,57 @@ def _cross_fits(estimator):
     return trains and estimator.cv is not None and target_aligned(estimator.output)
 
 
+_SGD_WEIGHTS_REASON = (
+    "A net trained here weighs each row's loss (mean of weight * loss per batch); "
+    "with shuffled mini-batches, a row of weight 2 is not the same training as "
+    "the row repeated twice (the copies land in other batches), so the fits "
+    "differ. tests/test_training.py checks that weights of one equal no weights "
+    "and that the weights decide what the net learns."
+)
+
+
 def _expected_failures(estimator):
+    failures = {}
+    if not (isinstance(estimator.net, nn.Module) or estimator.frozen):
+        failures["check_sample_weight_equivalence_on_dense_data"] = _SGD_WEIGHTS_REASON
     if _cross_fits(estimator):
         return {
+            **failures,
             "check_transformer_general": _CROSS_FIT_REASON,
             "check_transformer_general(readonly_memmap=True)": _CROSS_FIT_REASON,
             "check_transformer_data_not_an_array": _CROSS_FIT_REASON,
         }
-    if isinstance(estimator.net, nn.Module):
+    if failures:
+        return failures
+    if isinstance(estimator.net, nn.Module) and not _all_lazy(estimator.net):
         return {
             "check_estimators_overwrite_params": (
                 "The check compares joblib.hash of a deep copy of the module with "
                 "the module after fit, and torch pickles a tensor with its storage "
                 "address, so even an untouched deep copy hashes differently. "
-                "test_frozen_module_weights_unchanged checks the weights bitwise."
+                "test_frozen_module_weights_unchanged checks the weights bitwise; "
+                "a module of lazy layers only (no storage yet) passes the check."
             )
         }
     return {}
 
 
+def _all_lazy(module):
+    return all(
+        isinstance(p, nn.parameter.UninitializedParameter) for p in module.parameters()
+    )
+
+
 @parametrize_with_checks(
     [
-        # 10 outputs: the checks draw targets with up to 4 classes.
-        NeuralTransformer(make_classifier_net(n_classes=10, max_epochs=2), random_state=0),
-        NeuralTransformer(
-            make_classifier_net(n_classes=10, max_epochs=2), output="embedding",
-            random_state=0,
-        ),
+        NeuralTransformer(sized_classifier_net(), random_state=0),
+        NeuralTransformer(sized_classifier_net(), output="embedding", random_state=0),
         NeuralTransformer(make_regressor_net(max_epochs=2), random_state=0),
-        NeuralTransformer(
-            make_classifier_net(n_classes=10, max_epochs=2), cv=None, random_state=0
-        ),
+        NeuralTransformer(sized_classifier_net(), cv=None, random_state=0),
         NeuralTransformer(make_regressor_net(max_epochs=2), cv=None, random_state=0),
         NeuralTransformer(RowStats()),
         NeuralTransformer(RowStats(), output="proba"),
+        NeuralTransformer(lazy_module()),
     ],
     expected_failed_checks=_expected_failures,
 )
@@ -463,3 +509,252 @@ def test_inplace_module_never_writes_into_the_input():
     np.testing.assert_array_equal(X, before)
     X.setflags(write=False)  # read-only input (pandas copy-on-write) works too
     assert nt.transform(X).shape == (20, 2)
+
+
+# -- trust: every input kind, every bad input, at the public call --------------------
+
+
+def _input_kinds(X):
+    Xf = X.astype(np.float32)
+    readonly = Xf.copy()
+    readonly.setflags(write=False)
+    return {
+        "float64": X.astype(np.float64),
+        "float16": X.astype(np.float16),
+        "int64": np.round(X).astype(np.int64),
+        "int8": np.round(X).astype(np.int8),
+        "bool": X > 0,
+        "fortran": np.asfortranarray(Xf),
+        "strided": np.repeat(Xf, 2, axis=1)[:, ::2],
+        "readonly": readonly,
+        "list": Xf.tolist(),
+        "dataframe": pd.DataFrame(Xf, columns=list("abcd")),
+        "mixed_dataframe": pd.DataFrame({
+            "a": Xf[:, 0].astype(np.float64), "b": np.round(Xf[:, 1]).astype(np.int32),
+            "c": Xf[:, 2] > 0, "d": Xf[:, 3].astype(np.float32)}),
+    }
+
+
+@pytest.fixture(scope="module")
+def fitted_trained(iris):
+    X, y = iris
+    return NeuralTransformer(make_classifier_net(n_classes=3, max_epochs=3),
+                             output="embedding", random_state=0).fit(X, y)
+
+
+@pytest.mark.parametrize("kind", list(_input_kinds(np.zeros((2, 4)))))
+@pytest.mark.parametrize("pretrained", [True, False])
+def test_any_valid_input_gives_the_c_float32_result(iris, fitted_trained, kind, pretrained):
+    X, _ = iris
+    X = X[:30]
+    given = _input_kinds(X)[kind]
+    # What the estimator would see: the same values as a C-ordered float32 array.
+    as_f32 = np.ascontiguousarray(np.asarray(pd.DataFrame(given).to_numpy(), np.float32))
+    nt = NeuralTransformer(RowStats(), cache=False).fit(as_f32) if pretrained \
+        else fitted_trained
+    expected = nt.transform(as_f32)
+    np.testing.assert_array_equal(nt.transform(given), expected)
+    if pretrained:
+        np.testing.assert_array_equal(
+            NeuralTransformer(RowStats(), cache=False).fit_transform(given), expected)
+
+
+_BAD = {
+    "sparse": (lambda X: __import__("scipy.sparse").sparse.csr_matrix(X), TypeError,
+               "[Ss]parse"),
+    "strings": (lambda X: np.array([["a", "b", "c", "d"]] * 3, dtype=object), ValueError,
+                "could not convert|must be a"),
+    "nan": (lambda X: np.where(np.eye(len(X), 4, dtype=bool), np.nan, X), ValueError,
+            "NaN"),
+    "inf": (lambda X: np.where(np.eye(len(X), 4, dtype=bool), np.inf, X), ValueError,
+            "infinity"),
+    "too_large_for_float32": (lambda X: X * 1e300, ValueError, "infinity|too large"),
+    "3d": (lambda X: X[:, :, None], ValueError, "dim 3|3-dimensional|2D"),
+    "1d": (lambda X: X[:, 0], ValueError, "2D array|2-dimensional"),
+    "0_rows": (lambda X: X[:0], ValueError, "0 sample"),
+}
+
+
+@pytest.mark.parametrize("bad", list(_BAD))
+@pytest.mark.parametrize("method", ["fit", "fit_transform", "transform"])
+def test_invalid_input_is_a_clear_error(iris, fitted_trained, bad, method):
+    X, y = iris
+    make, error, match = _BAD[bad]
+    Xbad = make(X[:6])
+    if method == "transform":
+        with pytest.raises(error, match=match):
+            fitted_trained.transform(Xbad)
+        return
+    nt = NeuralTransformer(make_classifier_net(n_classes=3, max_epochs=1), random_state=0)
+    with pytest.raises(error, match=match):
+        getattr(nt, method)(Xbad, y[:6])
+    with pytest.raises(error, match=match):
+        getattr(NeuralTransformer(RowStats()), method)(Xbad)
+
+
+def test_wrong_width_at_transform_for_pretrained(iris):
+    X, _ = iris
+    nt = NeuralTransformer(RowStats()).fit(X)
+    with pytest.raises(ValueError, match="X has 5 features.*expecting 4"):
+        nt.transform(np.hstack([X, X[:, :1]]))
+
+
+def test_classifier_with_more_outputs_than_classes(iris):
+    X, y = iris
+    with pytest.raises(ValueError, match=r"y has 3 classes.*exactly 3 outputs"):
+        NeuralTransformer(make_classifier_net(n_classes=10)).fit(X, y)
+    with pytest.raises(ValueError, match="y has 3 classes"):
+        NeuralTransformer(make_classifier_net(n_classes=10), cv=3).fit_transform(X, y)
+
+
+def test_frozen_classifier_with_more_outputs_than_classes(iris):
+    X, y = iris
+    net = make_classifier_net(n_classes=10, max_epochs=1).fit(X.astype(np.float32), y)
+    with pytest.raises(ValueError, match="10 columns, but the net has 3 classes"):
+        NeuralTransformer(net, frozen=True).fit(X, y)
+
+
+def test_single_class_target_is_an_error(iris):
+    X, y = iris
+    for net in (make_classifier_net(n_classes=2), make_classifier_net(n_classes=1)):
+        with pytest.raises(ValueError, match="only one class"):
+            NeuralTransformer(net).fit(X[:20], np.zeros(20, dtype=int))
+    with pytest.raises(ValueError, match="only one class"):
+        NeuralTransformer(make_classifier_net(), cv=2).fit_transform(X[:20], ["a"] * 20)
+
+
+@pytest.mark.parametrize("device", ["tpu", "gpu0", "cuda:99"])
+def test_bad_device_is_a_clear_error_at_fit(iris, device):
+    X, y = iris
+    for nt in (NeuralTransformer(RowStats(), device=device),
+               NeuralTransformer(make_classifier_net(n_classes=3), device=device)):
+        with pytest.raises(ValueError, match="device="):
+            nt.fit(X, y)
+        assert not hasattr(nt, "n_features_in_")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_cuda_without_gpu_is_a_clear_error(iris):
+    X, _ = iris
+    with pytest.raises(ValueError, match="no CUDA device"):
+        NeuralTransformer(RowStats(), device="cuda").fit(X)
+
+
+class EmitsNaN(nn.Module):
+    def forward(self, x):
+        out = x[:, :2].clone()
+        out[x[:, 0] > 1] = float("nan")
+        return out
+
+
+def test_nan_from_the_net_warns_naming_the_estimator(iris):
+    X, _ = iris
+    n_bad = int((X[:, 0] > 1).sum())
+    nt = NeuralTransformer(EmitsNaN(), cache=False)
+    with pytest.warns(RuntimeWarning, match=f"NeuralTransformer produced NaN or infinity "
+                                            f"in {n_bad} of {len(X)} rows"):
+        nt.fit_transform(X)
+    with pytest.warns(RuntimeWarning, match="NeuralTransformer produced NaN"):
+        nt.transform(X)
+
+
+def test_pickling_a_net_from_main_warns(iris):
+    X, _ = iris
+
+    class Local(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(4, 2)
+
+        def forward(self, x):
+            return self.lin(x)
+
+    Local.__module__ = "__main__"
+    nt = NeuralTransformer(Local()).fit(X)
+    with pytest.warns(UserWarning, match=r"Local.*__main__.*importable"):
+        nt.__getstate__()
+    # Importable classes pickle quietly.
+    quiet = NeuralTransformer(RowStats()).fit(X)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        pickle.loads(pickle.dumps(quiet))
+
+
+# -- sharing: pretrained nets are never copied nor changed --------------------------
+
+
+class NoCopy(nn.Module):
+    """A pretrained module that fails the test when anything copies it."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(64, 32), nn.BatchNorm1d(32), nn.ReLU())
+        self.head = nn.Linear(32, 10)
+
+    def forward(self, x):
+        return self.head(self.body(x))
+
+    def __deepcopy__(self, memo):
+        raise AssertionError("the pretrained module was copied")
+
+
+def test_clone_shares_a_pretrained_module():
+    module = NoCopy()
+    nt = NeuralTransformer(module, output="embedding", batch_size=7)
+    nt.set_output(transform="pandas")
+    other = clone(nt)
+    assert other.net is module and other is not nt
+    assert other.get_params()["batch_size"] == 7
+    assert other._sklearn_output_config == nt._sklearn_output_config
+
+
+def test_search_and_cross_validation_never_copy_the_module():
+    X, y = load_digits(return_X_y=True)
+    X, y = X[:300] / 16, y[:300]
+    module = NoCopy().train()
+    flags = [m.training for m in module.modules()]
+    before = _weights(module)
+    pipe = Pipeline([("nn", NeuralTransformer(module, output="embedding")),
+                     ("clf", LogisticRegression(max_iter=200))])
+    search = GridSearchCV(pipe, {"clf__C": [0.1, 1.0, 10.0]}, cv=3).fit(X, y)
+    assert search.best_estimator_.named_steps["nn"].module_ is module
+    cross_val_score(pipe, X, y, cv=3)
+    _assert_same_weights(before, module)  # BatchNorm running stats included
+    assert [m.training for m in module.modules()] == flags
+
+
+def test_clone_shares_a_frozen_skorch_net(iris):
+    X, y = iris
+    net = make_classifier_net(n_classes=3).fit(X.astype(np.float32), y)
+    nt = NeuralTransformer(net, frozen=True)
+    assert clone(nt).net is net
+    assert clone(nt).fit(X, y).module_ is net.module_
+    assert not any(k.startswith("net__") for k in nt.get_params())
+    with pytest.raises(ValueError, match="Cannot set \\['net__lr'\\].*shared"):
+        nt.set_params(net__lr=0.5)
+    # A net trained here is still cloned from its parameters, as scikit-learn does.
+    trained = NeuralTransformer(make_classifier_net(n_classes=3))
+    assert clone(trained).net is not trained.net
+    assert "net__lr" in trained.get_params()
+
+
+def test_fit_on_the_modules_own_device_makes_no_copy(iris):
+    X, _ = iris
+    module = NoCopy()
+    X64 = np.hstack([X] * 16)
+    for device in (None, "cpu", "auto" if not torch.cuda.is_available() else "cpu"):
+        nt = NeuralTransformer(module, device=device).fit(X64)
+        assert nt.module_ is module
+
+
+def test_lazy_pretrained_module_is_copied_once_and_left_lazy(iris):
+    X, _ = iris
+    module = lazy_module()
+    nt = NeuralTransformer(module).fit(X)
+    assert nt.module_ is not module
+    assert not any(isinstance(p, nn.parameter.UninitializedParameter)
+                   for p in nt.module_.parameters())
+    assert all(isinstance(p, nn.parameter.UninitializedParameter)
+               for p in module.parameters())
+    # Another width works: the user's module still takes any input.
+    assert NeuralTransformer(module).fit_transform(X[:, :2]).shape == (len(X), 3)

@@ -1,0 +1,166 @@
+"""Training a skorch net for ``NeuralTransformer``: seeded, serialised, interruptible.
+
+Three things skorch's own ``fit`` does not give a pipeline step:
+
+- **Reproducible seeds under threads.** Weight initialisation, batch shuffling
+  and dropout draw from torch's one process-wide generator. ``random_state``
+  seeds that generator inside :func:`torch.random.fork_rng` (so the user's own
+  torch stream is left as it was), but two fits running in two threads (joblib's
+  threading backend, dask's threaded scheduler, a ``ThreadPoolExecutor``) would
+  interleave their draws and each would get a different net than when run
+  alone. A per-fit ``torch.Generator`` can drive the ``DataLoader`` shuffle, but
+  not module constructors nor ``nn.Dropout``, which only know the global one.
+  So the whole training -- initialisation, the epochs, the probe of the output
+  width -- holds one process-wide lock, :data:`TRAINING_LOCK`. Fits in one
+  process therefore train one at a time (each still uses torch's intra-op
+  threads); fits in separate processes (joblib's default ``loky`` backend,
+  ``dask.distributed``) are not affected. Unseeded fits take the lock too: a
+  fit without ``random_state`` drawing beside a seeded one would change it.
+- **Ctrl+C stops the fit.** skorch's ``partial_fit`` catches
+  ``KeyboardInterrupt`` and returns a half-trained net that looks fitted; a
+  search would carry on with it. :func:`train_net` calls the same steps
+  (``on_train_begin``, ``fit_loop``, ``on_train_end``) and re-raises.
+- **All or nothing.** The net is trained here on a private clone; the caller
+  assigns its fitted attributes only once this returns.
+"""
+
+import functools
+import threading
+from contextlib import contextmanager
+
+import numpy as np
+import torch
+from sklearn.utils import check_random_state
+
+__all__ = ["TRAINING_LOCK", "draw_seed", "seeded", "train_net", "weighted_training"]
+
+#: Held around every training in this process (see the module docstring).
+#: Re-entrant, so a callback that trains another net in the same thread does
+#: not deadlock.
+TRAINING_LOCK = threading.RLock()
+
+
+def draw_seed(random_state):
+    """An int seed drawn from ``random_state`` (``None`` stays ``None``)."""
+    if random_state is None:
+        return None
+    return int(check_random_state(random_state).randint(np.iinfo(np.int32).max))
+
+
+@contextmanager
+def seeded(seed):
+    """Seed torch's global generators for the block and restore them after.
+
+    ``seed=None`` leaves the generators alone (an unseeded fit). Hold
+    :data:`TRAINING_LOCK` around it: the generators are process-wide.
+    """
+    if seed is None:
+        yield
+        return
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
+
+
+def train_net(
+    net, X, y, *, seed=None, fit_params=None, after_initialize=None, sample_weight=None
+):
+    """Initialise and train the skorch ``net`` in place; return it.
+
+    Parameters
+    ----------
+    net : skorch.NeuralNet
+        A private clone (it is re-initialised).
+    X, y : arrays as skorch takes them.
+    seed : int or None
+        Seeds initialisation, shuffling and dropout (see :func:`seeded`).
+    fit_params : dict or None
+        Passed to skorch's ``fit_loop`` (its ``forward`` and ``train_split``).
+    after_initialize : callable or None
+        Called with the initialised net before the first epoch, inside the
+        seeded section (e.g. a check that the output fits the target; a lazy
+        layer it materialises draws its initial weights from the seed).
+    sample_weight : ndarray of shape (n_samples,) or None
+        Weights of the rows in the loss: see :func:`weighted_training`.
+
+    Raises
+    ------
+    KeyboardInterrupt
+        Propagates: unlike skorch's ``partial_fit``, an interrupted training is
+        not returned as if it were done. ``on_train_end`` is still called so
+        callbacks can close what they opened.
+    """
+    fit_params = {} if fit_params is None else fit_params
+    if sample_weight is not None:
+        net.set_params(criterion__reduction="none")
+    with TRAINING_LOCK, seeded(seed):
+        try:
+            net.initialize()
+        except TypeError as exc:
+            if sample_weight is None or "reduction" not in str(exc):
+                raise
+            raise ValueError(
+                f"sample_weight needs a criterion that gives one loss per row "
+                f"(reduction='none'); {net.criterion!r} does not take 'reduction' "
+                f"({exc}). Use a torch loss, or train without sample_weight."
+            ) from exc
+        if after_initialize is not None:
+            after_initialize(net)
+        with weighted_training(net, X, sample_weight) as X_fit:
+            net.notify("on_train_begin", X=X, y=y)
+            try:
+                net.fit_loop(X_fit, y, **fit_params)
+            except KeyboardInterrupt:
+                net.notify("on_train_end", X=X, y=y)
+                raise
+            net.notify("on_train_end", X=X, y=y)
+    return net
+
+
+_X, _WEIGHT = "X", "skchain_sample_weight"
+
+
+@contextmanager
+def weighted_training(net, X, sample_weight):
+    """Train ``net`` with a loss weighted per row by ``sample_weight``.
+
+    skorch batches a dict of arrays row by row, so the weights travel beside X
+    as ``{"X": X, "skchain_sample_weight": w}`` and every batch keeps its own
+    weights. For the training only, the net's ``infer`` hands the module the
+    bare X (the module never sees the weights), and its ``get_loss`` turns the
+    criterion's per-row losses (``reduction="none"``) into ``mean(w * loss)``:
+    weights of one give the unweighted mean, and the loss scales with them as
+    scikit-learn's ``sample_weight`` does. Yields what to pass to ``fit_loop``.
+    """
+    if sample_weight is None:
+        yield X
+        return
+    state = vars(net)
+    state["infer"] = functools.partial(_infer_bare, net)
+    state["get_loss"] = functools.partial(_weighted_loss, net)
+    try:
+        yield {_X: X, _WEIGHT: sample_weight}
+    finally:
+        # The fitted net keeps its class's own methods (and pickles as before).
+        state.pop("infer", None)
+        state.pop("get_loss", None)
+
+
+def _infer_bare(net, x, **fit_params):
+    return type(net).infer(net, x[_X], **fit_params)
+
+
+def _weighted_loss(net, y_pred, y_true, X=None, training=False):
+    weight = X[_WEIGHT]
+    loss = type(net).get_loss(net, y_pred, y_true, X=X[_X], training=training)
+    n = weight.shape[0]
+    if loss.ndim == 0 or loss.shape[0] != n:
+        raise ValueError(
+            f"sample_weight needs one loss per row, but {type(net).__name__}.get_loss "
+            f"returned shape {tuple(loss.shape)} for a batch of {n} rows; its "
+            "criterion must honour reduction='none' (a custom get_loss must not "
+            "reduce the criterion's output)."
+        )
+    loss = loss.reshape(n, -1).mean(dim=1)
+    return (loss * weight.to(loss.device, loss.dtype)).mean()
