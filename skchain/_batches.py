@@ -9,8 +9,8 @@ loop instead converts the data to tensors once and slices a shuffled index.
 split and early stopping work as before.
 
 It handles what skorch builds from arrays -- a ``skorch.dataset.Dataset`` over
-NumPy arrays or tensors, or a ``torch.utils.data.Subset`` of one (the
-validation split) -- and hands anything else (dict inputs, custom datasets,
+NumPy arrays, tensors or a dict of them, or a ``torch.utils.data.Subset`` of
+one (the validation split) -- and hands anything else (DataFrames, custom datasets,
 ``num_workers``, a ``collate_fn``) to a ``DataLoader`` unchanged.
 """
 
@@ -54,9 +54,16 @@ def _tensors(dataset):
         dataset = dataset.dataset
     if type(dataset) is not Dataset:
         return None
-    X = _as_tensor(dataset.X)
-    if X is None:
-        return None
+    if isinstance(dataset.X, dict):
+        # A dict of arrays (as skchain's weighted training passes) is cut
+        # key by key, rows aligned, as skorch's multi_indexing does.
+        X = {key: _as_tensor(values) for key, values in dataset.X.items()}
+        if any(value is None for value in X.values()):
+            return None
+    else:
+        X = _as_tensor(dataset.X)
+        if X is None:
+            return None
     y = None
     if dataset.y is not None:
         y = _as_tensor(dataset.y)
@@ -111,7 +118,9 @@ class TensorBatches:
 
     def _n_rows(self):
         X, _, rows = self._data
-        return len(rows) if rows is not None else len(X)
+        if rows is not None:
+            return len(rows)
+        return len(next(iter(X.values()))) if isinstance(X, dict) else len(X)
 
     def __iter__(self):
         if self._data is None:
@@ -131,13 +140,22 @@ class TensorBatches:
             if order is None:
                 # A copy, as DataLoader's collate makes: a module with an
                 # in-place first op must not write into the caller's array.
-                Xb = X[start : start + self.batch_size].clone()
-                yb = None if y is None else y[start : start + self.batch_size].clone()
+                index = slice(start, start + self.batch_size)
+                Xb, yb = _take(X, index, copy=True), _take(y, index, copy=True)
             else:
                 index = order[start : start + self.batch_size]
-                Xb = X[index]
-                yb = None if y is None else y[index]
+                Xb, yb = _take(X, index), _take(y, index)
             if yb is None:
                 # skorch's Dataset gives a 0 placeholder per row when y is None.
-                yb = torch.zeros(len(Xb), 1)
+                first = next(iter(Xb.values())) if isinstance(Xb, dict) else Xb
+                yb = torch.zeros(len(first), 1)
             yield Xb, yb
+
+
+def _take(values, index, copy=False):
+    if values is None:
+        return None
+    if isinstance(values, dict):
+        return {key: _take(value, index, copy) for key, value in values.items()}
+    part = values[index]
+    return part.clone() if copy else part

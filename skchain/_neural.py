@@ -15,7 +15,9 @@ from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted
 from torch import nn
+from torch.utils.data import DataLoader
 
+from ._batches import TensorBatches
 from ._cache import CACHE_CONSTRAINT, cached_outputs, callable_id, model_fingerprint
 from ._crossfit import check_splits, cross_fit, resolve_cv
 from ._outputs import describe_net, feature_names, net_kind, plan_output, target_aligned
@@ -172,7 +174,11 @@ class NeuralTransformer(TransformerMixin, BaseEstimator):
     net and decoded in ``classes_``; a regressor's 1-D ``y`` becomes a column
     (skorch would broadcast it against an ``(n, 1)`` output and learn a
     constant); training batches are shuffled unless the net sets
-    ``iterator_train__shuffle`` itself.
+    ``iterator_train__shuffle`` itself, and are sliced from whole tensors
+    instead of skorch's row-by-row ``DataLoader`` (same batches, about twice
+    as fast for small nets; with shuffling, the same seed gives another row
+    order than skorch's own ``fit``). A net that sets ``iterator_train`` or
+    ``iterator_valid`` keeps its own.
 
     Examples
     --------
@@ -588,6 +594,12 @@ class NeuralTransformer(TransformerMixin, BaseEstimator):
         params = net.get_params(deep=False)
         if "iterator_train__shuffle" not in params:
             net.set_params(iterator_train__shuffle=True)
+        # skorch's default DataLoader fetches and collates every row one by
+        # one; batches sliced from whole tensors train at raw-loop speed. A
+        # net that names its own iterator keeps it.
+        for key in ("iterator_train", "iterator_valid"):
+            if params.get(key) is DataLoader:
+                net.set_params(**{key: TensorBatches})
         if self.device is not None:
             net.set_params(device=resolve_device(self.device))
         if classes is not None and "classes" in params and params["classes"] is None:

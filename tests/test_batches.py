@@ -74,9 +74,9 @@ def test_no_target_gives_skorchs_placeholder(data):
 
 def test_anything_else_goes_to_the_dataloader(data):
     X, y = data
-    dict_ds = Dataset({"a": X[:, :2], "b": X[:, 2:]}, y)
-    batches = list(TensorBatches(dict_ds, batch_size=50))
-    assert isinstance(batches[0][0], dict)
+    listed = Dataset([X[:, :2], X[:, 2:]], y)
+    batches = list(TensorBatches(listed, batch_size=50))
+    assert isinstance(batches[0][0], list)
     assert len(batches) == 3
     collated = list(TensorBatches(Dataset(X, y), batch_size=50, collate_fn=lambda rows: rows))
     assert isinstance(collated[0], list)
@@ -132,3 +132,16 @@ def test_regressor_learns(data):
         iterator_train=TensorBatches, iterator_train__shuffle=True, batch_size=16,
     ).fit(X, target)
     assert net.history[-1, "train_loss"] < 0.1 * net.history[0, "train_loss"]
+
+
+def test_a_dict_of_arrays_is_cut_key_by_key(data):
+    X, y = data
+    ds = Dataset({"a": X[:, :2], "b": X[:, 2:]}, y)
+    ours = list(TensorBatches(ds, batch_size=40))
+    theirs = list(torch.utils.data.DataLoader(ds, batch_size=40))
+    assert len(ours) == len(theirs) == 3
+    for (xa, ya), (xb, yb) in zip(ours, theirs, strict=True):
+        assert xa.keys() == xb.keys()
+        for key in xa:
+            assert torch.equal(xa[key], xb[key])
+        assert torch.equal(ya, yb)
