@@ -27,7 +27,7 @@ from sklearn.datasets import load_digits
 from sklearn.metrics import accuracy_score, log_loss
 
 from skchain import ModuleClassifier, OutputEnsembleClassifier
-from skchain._testing import MLP, make_classifier_net, train_module
+from skchain.datasets import MLP, make_classifier_net, train_module
 
 torch.manual_seed(0)
 torch.set_num_threads(1)
