@@ -75,7 +75,7 @@ def plot(results, verdict_table, kinds, metric, path, title=None):
         diffs.scatter(d, at, c=[_VERDICT_COLORS[v] for v in judged["verdict"]], s=40, zorder=2)
         best = judged["baseline"].iloc[0]
         diffs.scatter([0.0], [names.index(best)], marker="|", s=200, color="0.2")
-        diffs.set_title(f"each chain minus the best baseline ({best})", fontsize=10)
+        diffs.set_title(f"each chain minus the best baseline,\n{best}", fontsize=10)
         # Symmetric around zero and never narrower than ±0.05 of the metric:
         # a zoom on a hundredth would make noise look like a result.
         reach = max(reach, float(np.max(np.abs(np.r_[low, high]))) * 1.1)
@@ -85,7 +85,7 @@ def plot(results, verdict_table, kinds, metric, path, title=None):
         reach = min(reach, 1.0)
     diffs.set_xlim(-reach, reach)
     diffs.axvline(0.0, color="0.2", linewidth=1)
-    diffs.set_xlabel(f"{metric} difference, 95% interval (corrected paired t-test)")
+    diffs.set_xlabel(f"{metric} difference, 95% interval (corrected t-test)")
     diffs.grid(axis="x", alpha=0.3)
     diffs.legend(
         handles=[

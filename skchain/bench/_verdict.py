@@ -148,12 +148,12 @@ def _sentence(chain, baseline, metric, verdict, test, n_folds):
     return (
         f"{chain} is {phrase} {baseline} (the best baseline): {metric} "
         f"{test['mean']:+.3f} (95% interval {test['low']:+.3f} to {test['high']:+.3f}), "
-        f"p = {_p(test['p_value'])}, corrected paired t-test over {n_folds} folds."
+        f"p {_p(test['p_value'])}, corrected paired t-test over {n_folds} folds."
     )
 
 
 def _p(p):
-    return "< 0.001" if p < 0.001 else f"{p:.3f}"
+    return "< 0.001" if p < 0.001 else f"= {p:.3f}"
 
 
 def format_verdicts(table):
