@@ -420,3 +420,14 @@ def test_merged_heads_scenario_uses_skchain_merge():
     merged = [e.estimator for e in setup.models.values() if e.kind == "chain"]
     assert merged and all(isinstance(m, MergedHeadsClassifier) for m in merged)
     assert {"head retrained on all labels", "logistic regression"} <= set(setup.models)
+
+
+def test_a_difference_without_spread_says_so():
+    from skchain.bench._verdict import verdicts
+
+    results, folds = _fake_run({"chain": [0.9, 0.9], "baseline": [0.8, 0.8]})
+    table = verdicts(results, folds, {"chain": "chain", "baseline": "baseline"}, "accuracy")
+    assert table.loc["chain", "verdict"] == "within noise"
+    assert table.loc["chain", "sentence"].endswith(
+        "accuracy +0.100, p = 0.500, the same on all 2 folds: sign test."
+    )

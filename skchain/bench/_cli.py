@@ -32,7 +32,16 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def _int_at_least(minimum, what="a number"):
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows a default only where there is one to show (not None, False, [])."""
+
+    def _get_help_string(self, action):
+        if action.default in (None, False, []):
+            return action.help
+        return super()._get_help_string(action)
+
+
+def _int_at_least(minimum):
     def parse(text):
         try:
             value = int(text)
@@ -84,7 +93,7 @@ def build_parser():
             "verdict per chain (a corrected paired t-test against the best baseline), and "
             "writes CSV, JSON and PNG files."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_Help,
     )
     what = bench.add_argument_group("what to run")
     what.add_argument(

@@ -145,10 +145,15 @@ def _sentence(chain, baseline, metric, verdict, test, n_folds):
         "worse": "worse than",
         "within noise": "within noise of",
     }[verdict]
+    if test["low"] == test["high"]:
+        how = f"the same on all {n_folds} folds: sign test"
+        spread = ""
+    else:
+        how = f"corrected paired t-test over {n_folds} folds"
+        spread = f" (95% interval {test['low']:+.3f} to {test['high']:+.3f})"
     return (
         f"{chain} is {phrase} {baseline} (the best baseline): {metric} "
-        f"{test['mean']:+.3f} (95% interval {test['low']:+.3f} to {test['high']:+.3f}), "
-        f"p {_p(test['p_value'])}, corrected paired t-test over {n_folds} folds."
+        f"{test['mean']:+.3f}{spread}, p {_p(test['p_value'])}, {how}."
     )
 
 
