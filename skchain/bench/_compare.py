@@ -5,7 +5,8 @@ pay off against a plain model? :func:`compare` answers it for any set of
 scikit-learn estimators -- chains and baselines alike -- with scikit-learn's
 :func:`~sklearn.model_selection.cross_validate` on one fixed set of splits, so
 the scores are paired fold by fold. ``skchain bench`` is this function applied
-to a default set of models on a bundled dataset.
+to the models of a scenario (or of the user's file), followed by a verdict per
+chain (``_verdict``).
 """
 
 import sys
