@@ -431,3 +431,8 @@ def test_a_difference_without_spread_says_so():
     assert table.loc["chain", "sentence"].endswith(
         "accuracy +0.100, p = 0.500, the same on all 2 folds: sign test."
     )
+    results, folds = _fake_run({"chain": [0.9, 0.8], "baseline": [0.9, 0.8]})
+    table = verdicts(results, folds, {"chain": "chain", "baseline": "baseline"}, "accuracy")
+    assert table.loc["chain", "sentence"].endswith(
+        "accuracy +0.000, p = 1.000, identical scores on all 2 folds."
+    )

@@ -145,7 +145,10 @@ def _sentence(chain, baseline, metric, verdict, test, n_folds):
         "worse": "worse than",
         "within noise": "within noise of",
     }[verdict]
-    if test["low"] == test["high"]:
+    if test["low"] == test["high"] == 0.0:
+        how = f"identical scores on all {n_folds} folds"
+        spread = ""
+    elif test["low"] == test["high"]:
         how = f"the same on all {n_folds} folds: sign test"
         spread = ""
     else:
