@@ -338,7 +338,7 @@ SCENARIOS = {
 # What ``skchain bench`` runs without --scenario: the stories, where chaining
 # is meant to win and sometimes does not (transfer_new_classes). They need no
 # net trained per fold, so together they take about a minute on 2 cores; the
-# tabular sets train nets in every fold (digits alone took 64 s) and are one
+# tabular sets train nets in every fold (digits alone: 89 s of CPU) and are one
 # --scenario away.
 DEFAULT = ("transfer", "transfer_new_classes", "merged_heads", "text")
 
