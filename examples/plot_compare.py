@@ -10,8 +10,9 @@ feeding a net's outputs to a classic estimator beat the classic estimator
 alone? -- on the breast cancer dataset, and shows that a model that fails does not take
 the others' results down with it.
 
-``skchain bench`` runs the same comparison on a bundled dataset with a default
-set of models; this is the version for your own models and data.
+``skchain bench`` runs such comparisons from the command line, on bundled
+scenarios or on your own table and models file, with a verdict per chain; this
+is the version inside Python.
 """
 
 # %%
@@ -130,7 +131,9 @@ left.barh(
     capsize=3,
     color=["C7" if name == "logistic regression" else "C0" for name in scored],
 )
-left.set_xlim(0.9, 1.0)
+# The whole accuracy range: a zoom on the top hundredths would make fold noise
+# look like a difference.
+left.set_xlim(0.0, 1.0)
 left.invert_yaxis()
 left.set_xlabel("accuracy, mean ± std over 5 folds")
 
@@ -140,6 +143,22 @@ for i, name in enumerate(chains):
     rows = i + np.linspace(-0.15, 0.15, len(diff))  # one dot per fold, spread apart
     right.scatter(diff[name], rows, color="C0")
 right.axvline(0, color="C7")
+reach = max(0.05, 1.1 * float(np.abs(diff.to_numpy()).max()))
+right.set_xlim(-reach, reach)  # centred on zero, never a zoom on a hundredth
 right.set_yticks(range(len(chains)), [name.split(" -> ")[0] for name in chains])
 right.invert_yaxis()
 right.set_xlabel("accuracy minus the baseline's, per fold")
+
+# %%
+# Is the difference beyond the noise?
+# -----------------------------------
+# The folds' training sets overlap, so their scores are not independent and a
+# plain paired t-test over them finds differences that are noise. ``skchain
+# bench`` runs the corrected resampled t-test of Nadeau and Bengio for each
+# chain against the best baseline and prints one verdict per chain -- better,
+# worse, or within noise -- for its bundled scenarios and for your own table
+# and models::
+#
+#     skchain bench --data table.csv --target label --models my_models.py
+#
+# (see :ref:`benchmarking`).

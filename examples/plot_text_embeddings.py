@@ -38,7 +38,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from skchain import TextEmbedder
-from skchain._datasets import load_topics
+from skchain.datasets import load_topics
 
 torch.set_num_threads(1)
 texts, topics = load_topics()

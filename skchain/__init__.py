@@ -1,7 +1,7 @@
 """skchain: turn any neural net into a scikit-learn ``fit``/``transform`` step."""
 
 from ._neural import NeuralTransformer
-from .benchmark import compare
+from .bench import compare
 from .ensemble import ModuleClassifier, OutputEnsembleClassifier, OutputEnsembleRegressor
 from .heads import MergedHeadsClassifier, merge_heads
 from .search import ChainRandomizedSearchCV, ChainSearchCV

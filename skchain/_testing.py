@@ -1,4 +1,5 @@
-"""Small nets shared by the tests, the benchmarks and the examples.
+"""Small nets shared by the tests, the benchmarks and the examples (public as
+:mod:`skchain.datasets`).
 
 They are module-level classes so that nets built from them pickle, and the
 lazy first layer lets one net accept any number of input features (which the

@@ -1,4 +1,6 @@
-"""``skchain.compare``: side-by-side cross validation that survives a failing model."""
+"""``skchain.compare``, the verdict's t-test and the scenarios of ``skchain bench``."""
+
+import re
 
 import numpy as np
 import pandas as pd
@@ -14,7 +16,8 @@ from sklearn.preprocessing import StandardScaler
 
 from skchain import NeuralTransformer, compare
 from skchain._testing import make_classifier_net
-from skchain._zoo import DATASETS, bench_setup, default_models
+from skchain.bench._scenarios import SCENARIOS, build
+from skchain.bench._zoo import DATASETS, default_models
 
 
 @pytest.fixture(scope="module")
@@ -160,8 +163,11 @@ def test_several_metrics_first_one_ranks(iris):
         "test_accuracy",
         "fit_time",
         "predict_time",
+        "n_train",
+        "n_test",
         "error",
     ]
+    assert (folds["n_train"] + folds["n_test"] == len(X)).all()
     assert len(folds) == 6
     assert folds.groupby("model")["test_accuracy"].mean()["prior"] == pytest.approx(
         results.loc["prior", "accuracy_mean"]
@@ -208,7 +214,10 @@ def test_progress_lines_on_stderr(iris, capsys):
     assert lines[0] == "compare: 2 models x 2 folds = 4 fits"
     assert lines[1].startswith("[1/4] logreg | fold 1/2 | accuracy ")
     assert lines[2].startswith("[2/4] logreg | fold 2/2 | accuracy ")
+    # Time remaining: an estimate until the last fit, then "done".
+    assert re.search(r"\| about \d+ s left$", lines[1])
     assert lines[4].startswith("[4/4] broken | fold 2/2 | FAILED after ")
+    assert "(done)" in lines[4]
     assert lines[4].endswith("ValueError: this model is broken on purpose")
 
 
@@ -264,13 +273,166 @@ def test_zoo_has_chains_and_baselines(task):
         assert entry.description
 
 
-def test_quick_setup_subsamples_and_seeds():
-    setup = bench_setup("digits", cv=2, quick=True, seed=3)
+def test_quick_tabular_scenario_subsamples_and_seeds():
+    setup = build("digits", cv=2, quick=True, seed=3)
     assert setup.X.shape == (300, 64) and setup.scoring == "accuracy"
     assert np.bincount(setup.y).min() >= 25  # stratified
-    again = bench_setup("digits", cv=2, quick=True, seed=3)
+    again = build("digits", cv=2, quick=True, seed=3)
     np.testing.assert_array_equal(setup.X, again.X)
-    assert bench_setup("diabetes", quick=False).scoring == "r2"
+    assert build("diabetes", quick=True).scoring == "r2"
     assert set(DATASETS) == {"digits", "iris", "wine", "breast_cancer", "diabetes"}
-    with pytest.raises(ValueError, match="Unknown dataset 'mnist'"):
-        bench_setup("mnist")
+    assert set(DATASETS) < set(SCENARIOS)
+    with pytest.raises(ValueError, match="Unknown scenario 'mnist'"):
+        build("mnist")
+
+
+def test_the_zoos_net_alone_predicts_through_module_classifier():
+    from skchain import ModuleClassifier
+    from skchain.bench._zoo import _NetClassifier
+
+    X, y = load_iris(return_X_y=True)
+    net = _NetClassifier(make_classifier_net(n_classes=3, max_epochs=2), random_state=0)
+    net.fit(X, y)
+    assert isinstance(net.classifier_, ModuleClassifier)
+    proba = net.predict_proba(X)
+    assert proba.dtype == np.float64
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=0, atol=1e-12)
+    np.testing.assert_array_equal(net.predict(X), net.classes_[proba.argmax(axis=1)])
+
+
+# -- the verdict: Nadeau and Bengio's corrected resampled t-test -------------------
+
+
+def test_corrected_ttest_matches_a_hand_computation():
+    from scipy import stats
+
+    from skchain.bench._verdict import corrected_ttest
+
+    d = [0.02, 0.01, 0.03, 0.00, 0.04]
+    # By hand: mean 0.02; sample variance (0 + 1 + 1 + 4 + 4)e-4 / 4 = 2.5e-4;
+    # correction 1/5 + 30/120 = 0.45; t = 0.02 / sqrt(0.45 * 2.5e-4) = 1.88562.
+    result = corrected_ttest(d, n_train=120, n_test=30)
+    assert result["mean"] == pytest.approx(0.02)
+    assert result["t"] == pytest.approx(1.8856181, rel=1e-6)
+    assert result["df"] == 4
+    assert result["p_value"] == pytest.approx(0.1324189, rel=1e-5)
+    half = 2.7764451 * (0.45 * 2.5e-4) ** 0.5  # t.ppf(0.975, 4) * se
+    assert result["low"] == pytest.approx(0.02 - half, rel=1e-6)
+    assert result["high"] == pytest.approx(0.02 + half, rel=1e-6)
+    # The uncorrected paired t-test calls the same folds significant.
+    assert stats.ttest_rel(d, np.zeros(5)).pvalue < 0.05 < result["p_value"]
+
+
+def test_corrected_ttest_without_spread_falls_back_on_a_sign_test():
+    from skchain.bench._verdict import corrected_ttest
+
+    assert corrected_ttest([0.0, 0.0, 0.0], 10, 5)["p_value"] == 1.0
+    assert corrected_ttest([0.02, 0.02], 10, 5)["p_value"] == pytest.approx(0.5)
+    assert corrected_ttest([-0.1] * 10, 10, 5)["p_value"] == pytest.approx(2 * 0.5**10)
+    with pytest.raises(ValueError, match="at least 2"):
+        corrected_ttest([0.1], 10, 5)
+    with pytest.raises(ValueError, match="finite"):
+        corrected_ttest([0.1, np.nan], 10, 5)
+
+
+def _fake_run(scores):
+    """``results, folds`` as compare returns them, from per-fold scores."""
+    folds = pd.DataFrame(
+        [
+            {"model": m, "fold": i, "test_accuracy": s, "n_train": 80, "n_test": 20, "error": ""}
+            for m, fold_scores in scores.items()
+            for i, s in enumerate(fold_scores)
+        ]
+    )
+    results = pd.DataFrame(
+        {"accuracy_mean": {m: np.mean(s) for m, s in scores.items()}}
+    ).rename_axis("model")
+    return results, folds
+
+
+def test_verdicts_against_the_best_baseline():
+    from skchain.bench._verdict import format_verdicts, verdicts
+
+    scores = {
+        "good chain": [0.95, 0.94, 0.96, 0.95, 0.97],
+        "bad chain": [0.70, 0.72, 0.69, 0.71, 0.70],
+        "noisy chain": [0.90, 0.80, 0.70, 0.98, 0.80],
+        "weak baseline": [0.5] * 5,
+        "best baseline": [0.85, 0.86, 0.84, 0.85, 0.86],
+    }
+    results, folds = _fake_run(scores)
+    kinds = {m: "baseline" if "baseline" in m else "chain" for m in scores}
+    table = verdicts(results, folds, kinds, "accuracy")
+    assert list(table.index) == ["good chain", "bad chain", "noisy chain"]
+    assert (table["baseline"] == "best baseline").all()
+    assert list(table["verdict"]) == ["better", "worse", "within noise"]
+    assert table.loc["good chain", "difference"] == pytest.approx(0.102)
+    assert (table["low"] <= table["difference"]).all()
+    assert (table["difference"] <= table["high"]).all()
+    text = format_verdicts(table).splitlines()
+    assert len(text) == 3
+    assert text[0].startswith("- good chain is better than best baseline (the best baseline):")
+    assert "accuracy +0.102" in text[0] and "p < 0.001" in text[0]
+    assert text[2].startswith("- noisy chain is within noise of best baseline")
+
+
+def test_a_failed_chain_gets_no_verdict():
+    from skchain.bench._verdict import verdicts
+
+    results, folds = _fake_run({"chain": [0.9, 0.8], "baseline": [0.8, 0.8]})
+    results.loc["chain", "accuracy_mean"] = np.nan
+    table = verdicts(results, folds, {"chain": "chain", "baseline": "baseline"}, "accuracy")
+    assert table.loc["chain", "verdict"] == "no verdict"
+    assert "failed" in table.loc["chain", "sentence"]
+
+
+# -- the story scenarios ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["transfer", "transfer_new_classes", "merged_heads", "text"])
+def test_story_scenarios_have_chains_and_baselines(name):
+    setup = build(name, quick=True, seed=0)
+    kinds = [entry.kind for entry in setup.models.values()]
+    assert "chain" in kinds and "baseline" in kinds
+    assert len(setup.y) == len(setup.X)
+    for entry in setup.models.values():
+        clone(entry.estimator)
+        assert entry.description
+    assert SCENARIOS[name].family == "story"
+
+
+def test_transfer_scenario_leaves_the_pretrained_net_unchanged():
+    import torch
+
+    setup = build("transfer", quick=True, seed=0)
+    chain = setup.models["frozen net proba -> logreg"].estimator
+    module = chain[0].net
+    before = {k: v.clone() for k, v in module.state_dict().items()}
+    compare({"chain": chain}, setup.X, setup.y, cv=2, verbose=0)
+    for key, value in module.state_dict().items():
+        assert torch.equal(value, before[key])
+
+
+def test_merged_heads_scenario_uses_skchain_merge():
+    from skchain import MergedHeadsClassifier
+
+    setup = build("merged_heads", quick=True, seed=0)
+    merged = [e.estimator for e in setup.models.values() if e.kind == "chain"]
+    assert merged and all(isinstance(m, MergedHeadsClassifier) for m in merged)
+    assert {"head retrained on all labels", "logistic regression"} <= set(setup.models)
+
+
+def test_a_difference_without_spread_says_so():
+    from skchain.bench._verdict import verdicts
+
+    results, folds = _fake_run({"chain": [0.9, 0.9], "baseline": [0.8, 0.8]})
+    table = verdicts(results, folds, {"chain": "chain", "baseline": "baseline"}, "accuracy")
+    assert table.loc["chain", "verdict"] == "within noise"
+    assert table.loc["chain", "sentence"].endswith(
+        "accuracy +0.100, p = 0.500, the same on all 2 folds: sign test."
+    )
+    results, folds = _fake_run({"chain": [0.9, 0.8], "baseline": [0.9, 0.8]})
+    table = verdicts(results, folds, {"chain": "chain", "baseline": "baseline"}, "accuracy")
+    assert table.loc["chain", "sentence"].endswith(
+        "accuracy +0.000, p = 1.000, identical scores on all 2 folds."
+    )

@@ -1,4 +1,4 @@
-"""The datasets and the default models of ``skchain bench``.
+"""The default models of ``skchain bench`` and its tabular datasets.
 
 Chained models -- a net's outputs feeding a classic estimator -- next to the
 plain baselines a newcomer would try first, built for one of scikit-learn's
@@ -38,10 +38,11 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC, SVR
 from sklearn.utils.validation import check_is_fitted
 
-from ._neural import NeuralTransformer
-from ._testing import make_classifier_net, make_regressor_net
+from .._neural import NeuralTransformer
+from .._testing import make_classifier_net, make_regressor_net
+from ..ensemble import ModuleClassifier
 
-__all__ = ["DATASETS", "Entry", "Setup", "bench_setup", "load_dataset", "default_models"]
+__all__ = ["DATASETS", "Entry", "load_dataset", "default_models"]
 
 # name -> (loader, task)
 DATASETS = {
@@ -61,18 +62,6 @@ class Entry(NamedTuple):
     kind: str
     estimator: object
     description: str
-
-
-class Setup(NamedTuple):
-    """Everything one ``skchain bench`` run needs."""
-
-    dataset: str
-    task: str
-    X: np.ndarray
-    y: np.ndarray
-    models: dict
-    cv: object
-    scoring: str
 
 
 def load_dataset(name, *, quick=False, seed=0):
@@ -101,58 +90,60 @@ def _epochs(n_train, quick):
 
 
 class _NetAlone(BaseEstimator):
-    """A net predicting on its own, through ``NeuralTransformer``'s runner.
+    """A net predicting on its own, trained and run by skchain's public estimators.
 
     skorch nets are estimators already, but they expect float32 inputs and
-    (for regression) a 2-D float32 target; ``NeuralTransformer`` does those
-    conversions and the seeding, so the net alone is trained exactly as the
-    nets inside the chains are.
+    (for regression) a 2-D float32 target; :class:`~skchain.NeuralTransformer`
+    does those conversions and the seeding, so the net alone is trained
+    exactly as the nets inside the chains are.
     """
-
-    _output = "auto"
 
     def __init__(self, net, random_state=None):
         self.net = net
         self.random_state = random_state
 
+
+class _NetClassifier(ClassifierMixin, _NetAlone):
+    """Trained by ``NeuralTransformer``, predicting through ``ModuleClassifier``."""
+
+    def fit(self, X, y):
+        transformer = NeuralTransformer(
+            self.net, output="logits", cv=None, random_state=self.random_state
+        ).fit(X, y)
+        # The trained module as a classifier: the one public path from a
+        # module's logits to probabilities.
+        self.classifier_ = ModuleClassifier(transformer.module_, classes=transformer.classes_)
+        self.classifier_.fit(X, y)
+        self.classes_ = self.classifier_.classes_
+        self.n_features_in_ = self.classifier_.n_features_in_
+        return self
+
+    def predict_proba(self, X):
+        check_is_fitted(self)
+        return self.classifier_.predict_proba(X)
+
+    def predict(self, X):
+        check_is_fitted(self)
+        return self.classifier_.predict(X)
+
+
+class _NetRegressor(RegressorMixin, _NetAlone):
     def fit(self, X, y):
         self.transformer_ = NeuralTransformer(
-            self.net, output=self._output, cv=None, random_state=self.random_state
+            self.net, output="predict", cv=None, random_state=self.random_state
         ).fit(X, y)
         self.n_features_in_ = self.transformer_.n_features_in_
         return self
 
-    def _outputs(self, X):
+    def predict(self, X):
         check_is_fitted(self)
-        return self.transformer_.transform(X)
-
-
-class _NetClassifier(ClassifierMixin, _NetAlone):
-    _output = "proba"
-
-    def fit(self, X, y):
-        super().fit(X, y)
-        self.classes_ = self.transformer_.classes_
-        return self
-
-    def predict_proba(self, X):
-        return self._outputs(X).astype(np.float64)
-
-    def predict(self, X):
-        return self.classes_[np.argmax(self._outputs(X), axis=1)]
-
-
-class _NetRegressor(RegressorMixin, _NetAlone):
-    _output = "predict"
-
-    def predict(self, X):
-        return self._outputs(X)[:, 0].astype(np.float64)
+        return self.transformer_.transform(X)[:, 0].astype(np.float64)
 
 
 # -- the zoo ----------------------------------------------------------------------
 
 
-def default_models(task, *, n_classes=None, n_train, quick=False, seed=0):
+def default_models(task, *, n_classes=None, n_train, quick=False, seed=0, preprocess=None):
     """The models ``skchain bench`` compares, as ``{name: Entry}``.
 
     Parameters
@@ -166,6 +157,10 @@ def default_models(task, *, n_classes=None, n_train, quick=False, seed=0):
         Tiny nets, few epochs, 2 inner folds.
     seed : int
         Seeds the nets (weights, batch order), the inner folds, boosting.
+    preprocess : transformer or None
+        First step of every model (cloned), in place of the ``StandardScaler``
+        that the bundled numeric datasets get: the column preprocessing of a
+        user's table.
     """
     epochs = _epochs(n_train, quick)
     hidden = 16 if quick else 64
@@ -175,6 +170,9 @@ def default_models(task, *, n_classes=None, n_train, quick=False, seed=0):
     n_members = 2 if quick else 3
     pca = PCA(n_components=min(16, hidden), whiten=True, random_state=seed)
     classify = task == "classification"
+
+    def first():
+        return StandardScaler() if preprocess is None else clone(preprocess)
 
     def net(member=0):
         width = hidden // 2 if member % 2 else hidden  # vary the ensemble members
@@ -202,7 +200,7 @@ def default_models(task, *, n_classes=None, n_train, quick=False, seed=0):
         out, word, final = "predict", "predictions", "ridge"
         names = {"linear": "ridge", "kernel": "SVR"}
     members = [
-        (f"net{i}", make_pipeline(StandardScaler(), alone(net(i), random_state=seed + i)))
+        (f"net{i}", make_pipeline(first(), alone(net(i), random_state=seed + i)))
         for i in range(n_members)
     ]
     ensemble = VotingClassifier(members, voting="soft") if classify else VotingRegressor(members)
@@ -211,18 +209,18 @@ def default_models(task, *, n_classes=None, n_train, quick=False, seed=0):
     entries = {
         f"net {label} -> {final}": Entry(
             "chain",
-            make_pipeline(StandardScaler(), nt(out, inner_folds()), clone(linear)),
+            make_pipeline(first(), nt(out, inner_folds()), clone(linear)),
             f"out-of-fold net {word} ({inner_cv} inner folds) -> {names['linear']}",
         ),
         f"net embedding -> PCA -> {names['kernel']}": Entry(
             "chain",
-            make_pipeline(StandardScaler(), nt("embedding"), pca, kernel),
+            make_pipeline(first(), nt("embedding"), pca, kernel),
             f"net embedding (last hidden layer) -> whitened PCA -> RBF {names['kernel']}",
         ),
         f"stack: net {label} + features -> {final}": Entry(
             "chain",
             make_pipeline(
-                StandardScaler(),
+                first(),
                 FeatureUnion([("net", nt(out, inner_folds())), ("features", "passthrough")]),
                 clone(linear),
             ),
@@ -235,15 +233,19 @@ def default_models(task, *, n_classes=None, n_train, quick=False, seed=0):
         ),
         names["linear"]: Entry(
             "baseline",
-            make_pipeline(StandardScaler(), clone(linear)),
+            make_pipeline(first(), clone(linear)),
             f"{names['linear']} on the scaled features",
         ),
         "hist gradient boosting": Entry(
-            "baseline", boosting, "HistGradientBoosting on the raw features"
+            "baseline",
+            boosting if preprocess is None else make_pipeline(first(), boosting),
+            "HistGradientBoosting on the raw features"
+            if preprocess is None
+            else "HistGradientBoosting on the preprocessed columns",
         ),
         "net alone": Entry(
             "baseline",
-            make_pipeline(StandardScaler(), alone(net(), random_state=seed)),
+            make_pipeline(first(), alone(net(), random_state=seed)),
             f"the net's own {'predicted class' if classify else 'prediction'}",
         ),
     }
@@ -257,19 +259,3 @@ def default_models(task, *, n_classes=None, n_train, quick=False, seed=0):
             for name, entry in entries.items()
         }
     return entries
-
-
-def bench_setup(dataset="digits", *, cv=5, quick=False, seed=0):
-    """Data, models, folds and metric of one ``skchain bench`` run."""
-    X, y, task = load_dataset(dataset, quick=quick, seed=seed)
-    classify = task == "classification"
-    splitter = (StratifiedKFold if classify else KFold)(cv, shuffle=True, random_state=seed)
-    n_train = len(X) - len(X) // cv
-    models = default_models(
-        task,
-        n_classes=len(np.unique(y)) if classify else None,
-        n_train=n_train,
-        quick=quick,
-        seed=seed,
-    )
-    return Setup(dataset, task, X, y, models, splitter, "accuracy" if classify else "r2")

@@ -5,7 +5,8 @@ pay off against a plain model? :func:`compare` answers it for any set of
 scikit-learn estimators -- chains and baselines alike -- with scikit-learn's
 :func:`~sklearn.model_selection.cross_validate` on one fixed set of splits, so
 the scores are paired fold by fold. ``skchain bench`` is this function applied
-to a default set of models on a bundled dataset.
+to the models of a scenario (or of the user's file), followed by a verdict per
+chain (``_verdict``).
 """
 
 import sys
@@ -21,7 +22,7 @@ from sklearn.model_selection import check_cv, cross_validate
 from sklearn.utils import indexable
 from sklearn.utils._param_validation import StrOptions, validate_params
 
-from ._parallel import parallel_map
+from .._parallel import parallel_map
 
 __all__ = ["compare"]
 
@@ -95,7 +96,8 @@ def compare(
         failure with the original exception, to debug it.
     verbose : int or bool, default=1
         ``0``: silent. ``1`` or more: one line per finished fold on stderr --
-        model, fold, first score, fit time -- or the error of a failed fold.
+        model, fold, first score, fit time and an estimate of the time left
+        (from the fits done so far) -- or the error of a failed fold.
     return_folds : bool, default=False
         Also return the per-fold results.
 
@@ -115,7 +117,9 @@ def compare(
     folds : pandas.DataFrame
         Only with ``return_folds=True``: one row per (estimator, fold) with
         ``model``, ``fold``, ``test_<metric>`` for each metric, ``fit_time``,
-        ``predict_time`` and ``error``.
+        ``predict_time``, ``n_train`` and ``n_test`` (the fold's training and
+        test rows, which the corrected t-test of ``skchain bench`` needs) and
+        ``error``.
 
     Warns
     -----
@@ -152,7 +156,14 @@ def compare(
         raise ValueError("cv gave no splits; it needs at least one (train, test) pair.")
 
     n_tasks = len(named) * n_folds
-    options = {"scoring": scoring, "error_score": error_score, "verbose": verbose}
+    # Wall-clock time (not perf_counter) so that joblib workers in other
+    # processes can estimate the time remaining from the same start.
+    options = {
+        "scoring": scoring,
+        "error_score": error_score,
+        "verbose": verbose,
+        "started": time.time(),
+    }
     tasks = [
         (
             (name, est, X, y, split),
@@ -185,8 +196,19 @@ def compare(
             FitFailedWarning,
             stacklevel=3,  # the caller of compare, past validate_params' wrapper
         )
+    folds["n_train"] = [len(splits[i][0]) for i in folds["fold"]]
+    folds["n_test"] = [len(splits[i][1]) for i in folds["fold"]]
     folds = folds[
-        ["model", "fold", *[f"test_{m}" for m in metrics], "fit_time", "predict_time", "error"]
+        [
+            "model",
+            "fold",
+            *[f"test_{m}" for m in metrics],
+            "fit_time",
+            "predict_time",
+            "n_train",
+            "n_test",
+            "error",
+        ]
     ]
     return (summary, folds) if return_folds else summary
 
@@ -217,7 +239,9 @@ def _check_estimators(estimators):
     return items
 
 
-def _fit_fold(name, estimator, X, y, split, *, fold, task, scoring, error_score, verbose):
+def _fit_fold(
+    name, estimator, X, y, split, *, fold, task, scoring, error_score, verbose, started
+):
     """One (estimator, fold) task: scikit-learn's ``cross_validate`` on one split."""
     where = f"{_counter(task)} {name} | fold {fold[0] + 1}/{fold[1]} |"
     start = time.perf_counter()
@@ -230,7 +254,10 @@ def _fit_fold(name, estimator, X, y, split, *, fold, task, scoring, error_score,
             raise
         error = _describe(exc)
         if verbose:
-            _progress(f"{where} FAILED after {time.perf_counter() - start:.2f} s: {error}")
+            _progress(
+                f"{where} FAILED after {time.perf_counter() - start:.2f} s "
+                f"({_time_left(started, task)}): {error}"
+            )
         return {
             "model": name,
             "fold": fold[0],
@@ -245,7 +272,9 @@ def _fit_fold(name, estimator, X, y, split, *, fold, task, scoring, error_score,
     fit_time = float(result["fit_time"][0])
     if verbose:
         metric, value = next(iter(scores.items()))
-        _progress(f"{where} {metric} {value:.4f} | fit {fit_time:.2f} s")
+        _progress(
+            f"{where} {metric} {value:.4f} | fit {fit_time:.2f} s | {_time_left(started, task)}"
+        )
     return {
         "model": name,
         "fold": fold[0],
@@ -304,6 +333,24 @@ def _counter(task):
     index, total = task
     width = len(str(total))
     return f"[{index + 1:>{width}}/{total}]"
+
+
+def _time_left(started, task):
+    """``"about 1 min 5 s left"``: the mean time per finished fit so far, times
+    the fits still to run (tasks finish roughly in order, also in parallel)."""
+    done, total = task[0] + 1, task[1]
+    if done >= total:
+        return "done"
+    left = (time.time() - started) / done * (total - done)
+    return f"about {format_duration(left)} left"
+
+
+def format_duration(seconds):
+    """``"42 s"``, ``"3 min 5 s"``: whole seconds, for people."""
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    return f"{seconds // 60} min {seconds % 60} s"
 
 
 def _progress(line):
