@@ -3,10 +3,10 @@
 from ._neural import NeuralTransformer
 from .bench import compare
 from .ensemble import ModuleClassifier, OutputEnsembleClassifier, OutputEnsembleRegressor
+from .export import to_onnx, to_torch
 from .heads import MergedHeadsClassifier, merge_heads
 from .search import ChainRandomizedSearchCV, ChainSearchCV
 from .text import TextEmbedder
-from .export import to_onnx, to_torch
 
 __version__ = "0.1.0"
 

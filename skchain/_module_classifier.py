@@ -12,6 +12,7 @@ from sklearn.utils.validation import column_or_1d
 from torch import nn
 
 from ._members import fit_or_restore, run_torch
+from ._repr import DocLinkMixin
 from ._runner import check_rows, normalize_proba, to_proba
 
 __all__ = ["ModuleClassifier"]
@@ -36,7 +37,7 @@ def check_known_labels(y, classes, who):
         )
 
 
-class ModuleClassifier(ClassifierMixin, BaseEstimator):
+class ModuleClassifier(DocLinkMixin, ClassifierMixin, BaseEstimator):
     """A pretrained torch classifier module as a scikit-learn classifier.
 
     The module is used as it is: it is never trained, copied or changed, and

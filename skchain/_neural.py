@@ -21,6 +21,7 @@ from ._batches import TensorBatches
 from ._cache import CACHE_CONSTRAINT, cached_outputs, callable_id, model_fingerprint
 from ._crossfit import check_splits, cross_fit, resolve_cv
 from ._outputs import describe_net, feature_names, net_kind, plan_output, target_aligned
+from ._repr import DocLinkMixin
 from ._runner import (
     check_finite_output,
     check_rows,
@@ -37,7 +38,7 @@ __all__ = ["NeuralTransformer"]
 _FITTED = ("net_", "module_", "classes_", "_info", "_plan", "_feature_names_out")
 
 
-class NeuralTransformer(TransformerMixin, BaseEstimator):
+class NeuralTransformer(DocLinkMixin, TransformerMixin, BaseEstimator):
     """Turn a neural net into a ``fit``/``transform`` step of a pipeline.
 
     The net's outputs -- class probabilities, logits, predictions, the

@@ -46,6 +46,7 @@ from ._members import (
     validate_rows,
 )
 from ._module_classifier import ModuleClassifier, check_known_labels
+from ._repr import DocLinkMixin
 
 __all__ = ["ModuleClassifier", "OutputEnsembleClassifier", "OutputEnsembleRegressor"]
 
@@ -71,7 +72,7 @@ def _check_weights(weights, n_members):
     return w / w.sum()
 
 
-class _OutputEnsemble(TransformerMixin, BaseEstimator):
+class _OutputEnsemble(DocLinkMixin, TransformerMixin, BaseEstimator):
     """Code shared by the two output ensembles."""
 
     def __sklearn_clone__(self):

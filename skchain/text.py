@@ -29,6 +29,7 @@ from sklearn.utils.validation import (
 )
 
 from ._cache import CACHE_CONSTRAINT, cached_outputs, model_fingerprint, weights_digest
+from ._repr import DocLinkMixin
 from ._runner import check_finite_output, module_lock, resolve_device
 
 __all__ = ["TextEmbedder"]
@@ -230,7 +231,7 @@ def _tokenizer_id(model):
 # -- the estimator ------------------------------------------------------------
 
 
-class TextEmbedder(TransformerMixin, BaseEstimator):
+class TextEmbedder(DocLinkMixin, TransformerMixin, BaseEstimator):
     """Embed texts with a pretrained sentence-transformers model.
 
     Strings in (a list, a 1-D array, a pandas Series or a one-column

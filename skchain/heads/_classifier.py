@@ -14,6 +14,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_consistent_length, check_is_fitted, column_or_1d
 from torch import nn
 
+from .._repr import DocLinkMixin
 from .._runner import (
     check_finite_output,
     check_rows,
@@ -33,7 +34,7 @@ __all__ = ["MergedHeadsClassifier"]
 _VALIDATION_ATTRIBUTES = ("n_features_in_", "feature_names_in_")
 
 
-class MergedHeadsClassifier(ClassifierMixin, BaseEstimator):
+class MergedHeadsClassifier(DocLinkMixin, ClassifierMixin, BaseEstimator):
     """One calibrated classifier from heads that share a frozen backbone.
 
     ``fit`` merges the heads (:func:`merge_heads`), computes the heads' outputs
