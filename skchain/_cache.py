@@ -78,9 +78,10 @@ DEFAULT_MAX_BYTES = 1 << 30
 #: ``_parameter_constraints`` entry for a ``cache`` parameter.
 CACHE_CONSTRAINT = ["boolean", str, os.PathLike, Memory]
 
-# Index cost of one row in the memory layer besides its key: the bytes
-# object's header and one dict slot, measured with tracemalloc.
-_INDEX_BYTES_PER_ROW = 110
+# Index cost of one row in the memory layer besides its key's bytes: the bytes
+# object's header (33) and a dict slot with its int value (about 85, measured
+# with tracemalloc).
+_INDEX_BYTES_PER_ROW = 120
 
 # -- "auto": is a row's output worth keeping? ----------------------------------
 # A miss costs hashing the input row (a float64 matrix product over its words,
@@ -352,6 +353,10 @@ def _read_index(path):
                 raise _BadBlock("bad header") from exc
             if dtype.hasobject or rows <= 0 or key_size <= 0 or min(shape, default=1) < 0:
                 raise _BadBlock("bad header")
+            # Sizes come from a header not yet verified: check them against the
+            # file before reading, so a forged size never allocates memory.
+            if len(_MAGIC) + 8 + header_size + rows * key_size + _CHECKSUM_SIZE > total:
+                raise _BadBlock("truncated")
             key_bytes = _read_exact(handle, rows * key_size)
             checksum = _read_exact(handle, _CHECKSUM_SIZE)
             if checksum != _checksum(magic, length, header, key_bytes):

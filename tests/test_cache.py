@@ -514,6 +514,18 @@ def _joblib_pickle(path):
     joblib.dump({"keys": np.zeros((3, 16), np.uint8), "values": np.zeros((3, 3))}, path)
 
 
+def _huge_header(path):
+    import json
+    import struct
+
+    data = path.read_bytes()
+    (size,) = struct.unpack("<Q", data[8:16])
+    header = json.loads(data[16 : 16 + size])
+    header["rows"] = 10**15
+    header = json.dumps(header).encode()
+    path.write_bytes(data[:8] + struct.pack("<Q", len(header)) + header + data[16 + size :])
+
+
 _CORRUPTIONS = {
     "intact": None,
     "flip the last value byte": _flip(-1),
@@ -526,6 +538,7 @@ _CORRUPTIONS = {
     "garbage": _garbage,
     "a directory": _directory,
     "an old joblib pickle": _joblib_pickle,
+    "a header claiming 10**15 rows": _huge_header,
 }
 
 
