@@ -615,7 +615,8 @@ class OutputCache:
 
     def _judge(self, namespace, rows, compute):
         """First sight of a model in "auto" mode: count the FLOPs of its first
-        row (whose output is used, so no row is computed twice) and decide."""
+        row and decide. A model worth caching keeps that row's output (it is
+        the cached value from then on), so no costly row is computed twice."""
         try:
             head, flops = row_flops(compute, _take(rows, [0]))
         except Exception:
@@ -631,10 +632,10 @@ class OutputCache:
         if worth:
             self._store(namespace, row_digests(_take(rows, [0])), head.copy())
             return self._cached(namespace, rows, compute)
-        if len(rows) == 1:
-            return head
-        rest = compute(_take(rows, range(1, len(rows))))
-        return np.concatenate([head, np.asarray(rest, dtype=head.dtype)])
+        # A cheap model is run whole, as on every later call: a row computed
+        # alone may differ from the same row in a batch in the last bits, and
+        # repeated calls must give identical results. One row twice is cheap.
+        return compute(rows)
 
     def _store(self, namespace, keys, values):
         """Keep ``values`` (which the cache then owns) for ``keys``."""
