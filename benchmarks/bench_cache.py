@@ -1,4 +1,4 @@
-"""One forward pass per row: the frozen-output cache in a grid search.
+"""One forward pass per row: the frozen-output cache, what it saves and costs.
 
 1. ``GridSearchCV(cv=5)`` over six values of ``C`` of a
    ``TextEmbedder -> LogisticRegression`` pipeline on the bundled topic
@@ -7,13 +7,19 @@
    cold (empty folder) and warm (a new process would find every row on disk).
    Rows encoded are counted with a hook on the model.
 2. What the cache costs: fingerprinting the 90 MB model (full hash against the
-   memoised check), and a tiny MLP whose rows are cheaper to compute than to
-   look up -- the case ``cache="auto"`` detects and leaves alone.
+   memoised check); row keys against hashlib called per row; a first pass over
+   new rows (every row a miss) and a second one (every row a hit) against no
+   cache in the same process, for the wide net 512-1024-1024-10 (logits and
+   the 1024-wide embedding), and what ``cache="auto"`` decides for it; a tiny
+   MLP whose rows are cheaper to compute than to look up.
 
-Run: ``python benchmarks/bench_cache.py [--quick]``.
+Run: ``python benchmarks/bench_cache.py [--quick] [--only search|costs]
+[--load "what else was running"]``.
 """
 
 import argparse
+import hashlib
+import statistics
 import sys
 import tempfile
 import time
@@ -30,7 +36,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import best_of, markdown_table, write_section  # noqa: E402
 
-from skchain import NeuralTransformer, TextEmbedder, _cache  # noqa: E402
+from skchain import NeuralTransformer, TextEmbedder, _cache, _fingerprint  # noqa: E402
 from skchain._datasets import load_topics  # noqa: E402
 
 GRID = {"clf__C": [0.01, 0.03, 0.1, 0.3, 1.0, 3.0]}
@@ -105,10 +111,10 @@ def bench_search(texts, labels, repeat):
 
 
 def bench_fingerprint(model, repeat):
-    full = best_of(lambda: _cache._hash_weights(model), repeat=repeat)
-    _cache.weights_digest(model)
-    memo = best_of(lambda: _cache.weights_digest(model), repeat=repeat, number=20)
-    n_bytes = sum(t.numel() * t.element_size() for _, t in _cache._named_tensors(model))
+    full = best_of(lambda: _fingerprint.hash_weights(model), repeat=repeat)
+    _fingerprint.weights_digest(model)
+    memo = best_of(lambda: _fingerprint.weights_digest(model), repeat=repeat, number=20)
+    n_bytes = sum(t.numel() * t.element_size() for _, t in _fingerprint.named_tensors(model))
     return [
         {
             "step": f"hash all weights ({n_bytes / 1e6:.0f} MB, SHA-256)",
@@ -119,6 +125,81 @@ def bench_fingerprint(model, repeat):
             "ms": f"{memo * 1e3:.2f}",
         },
     ]
+
+
+def bench_row_keys(n_rows, repeat):
+    """Microseconds per row of the row keys against hashlib, one call per row."""
+    rng = np.random.RandomState(0)
+    rows = []
+    for width in (64, 512, 1024):
+        X = rng.rand(n_rows, width).astype(np.float32)
+        candidates = {
+            "skchain keys (float64 product)": lambda X=X: _fingerprint.row_digests(X),
+            "blake2b-128 per row": lambda X=X: [
+                hashlib.blake2b(r, digest_size=16).digest() for r in X
+            ],
+            "sha256 per row": lambda X=X: [hashlib.sha256(r).digest() for r in X],
+        }
+        for name, fn in candidates.items():
+            seconds = best_of(fn, repeat=repeat)
+            rows.append(
+                {
+                    "row": f"{width} float32",
+                    "key": name,
+                    "us per row": f"{seconds / n_rows * 1e6:.2f}",
+                }
+            )
+    return rows
+
+
+def wide_net():
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Linear(512, 1024), nn.ReLU(), nn.Linear(1024, 1024), nn.ReLU(), nn.Linear(1024, 10)
+    ).eval()
+
+
+def bench_miss_and_hit(n_rows, rounds):
+    """A first pass over new rows (all misses) and a repeated pass (all hits)
+    against the same transform without a cache, in interleaved rounds."""
+    module = wide_net()
+    X = np.random.RandomState(0).rand(n_rows, 512).astype(np.float32)
+    rows = []
+    for output in ("logits", "embedding"):
+        plain = NeuralTransformer(module, output=output, cache=False).fit(X[:2])
+        cached = NeuralTransformer(module, output=output, cache=True).fit(X[:2])
+        auto = NeuralTransformer(module, output=output).fit(X[:2])
+        times = {"none": [], "miss": [], "hit": []}
+        for _ in range(rounds):
+            start = time.perf_counter()
+            expected = plain.transform(X)
+            times["none"].append(time.perf_counter() - start)
+            fresh_process()
+            start = time.perf_counter()
+            out = cached.transform(X)
+            times["miss"].append(time.perf_counter() - start)
+            start = time.perf_counter()
+            again = cached.transform(X)
+            times["hit"].append(time.perf_counter() - start)
+            np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-6)
+            np.testing.assert_array_equal(again, out)
+        fresh_process()
+        auto.transform(X[:1])
+        decision = list(_cache._MEMORY._decisions.values())
+        none, miss, hit = (statistics.median(times[k]) for k in ("none", "miss", "hit"))
+        rows.append(
+            {
+                "output": f"{output} ({expected.shape[1]} columns)",
+                "no cache ms": f"{none * 1e3:.0f}",
+                "miss ms": f"{miss * 1e3:.0f}",
+                "miss overhead": f"{(miss / none - 1) * 100:+.1f}%",
+                "hit ms": f"{hit * 1e3:.0f}",
+                "hit speed-up": f"{none / hit:.1f}x",
+                '"auto" caches it': "yes" if decision == [True] else "no",
+            }
+        )
+    fresh_process()
+    return rows
 
 
 def bench_cheap_net(n_rows, repeat):
@@ -138,7 +219,7 @@ def bench_cheap_net(n_rows, repeat):
     labels = {
         False: "cache=False (run the net)",
         True: "cache=True (every row a hit)",
-        "auto": 'cache="auto" (judged cheaper to run)',
+        "auto": 'cache="auto" (judged: just run)',
     }
     return [
         {
@@ -154,20 +235,21 @@ def bench_cheap_net(n_rows, repeat):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--only", choices=["search", "costs"], default=None)
+    parser.add_argument("--load", default="", help="what else was running (for the record)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    texts, labels = load_topics()
-    if args.quick:
-        keep = np.concatenate([np.flatnonzero(labels == t)[:10] for t in np.unique(labels)])
-        texts, labels = [texts[i] for i in keep], labels[keep]
-    repeat = 1 if args.quick else 3
-    rows_s, model = bench_search(texts, labels, repeat)
-    rows_f = bench_fingerprint(model, repeat=5)
-    n_rows = 20_000 if args.quick else 200_000
-    rows_c = bench_cheap_net(n_rows, repeat=3 if args.quick else 7)
-    n = len(texts)
-    body = "\n\n".join(
-        [
+    parts = []
+    if args.only in (None, "search"):
+        texts, labels = load_topics()
+        if args.quick:
+            keep = np.concatenate([np.flatnonzero(labels == t)[:10] for t in np.unique(labels)])
+            texts, labels = [texts[i] for i in keep], labels[keep]
+        repeat = 1 if args.quick else 2
+        rows_s, model = bench_search(texts, labels, repeat)
+        rows_f = bench_fingerprint(model, repeat=5)
+        n = len(texts)
+        parts += [
             f"**GridSearchCV(cv=5), 6 candidates**, TextEmbedder (all-MiniLM-L6-v2) -> "
             f"LogisticRegression on {n} topic sentences, 1 torch thread, best of {repeat}. "
             f"30 fits and scorings plus the refit: without a cache every text is encoded "
@@ -177,11 +259,40 @@ def main(argv=None):
             ),
             "**Fingerprinting the model** (done on every transform call)",
             markdown_table(rows_f, ["step", "ms"]),
+        ]
+    if args.only in (None, "costs"):
+        n_keys = 5_000 if args.quick else 20_000
+        rows_k = bench_row_keys(n_keys, repeat=3)
+        n_wide, rounds = (2_000, 3) if args.quick else (10_000, 7)
+        rows_m = bench_miss_and_hit(n_wide, rounds)
+        n_rows = 20_000 if args.quick else 200_000
+        rows_c = bench_cheap_net(n_rows, repeat=3 if args.quick else 7)
+        parts += [
+            f"**Row keys**, {n_keys:,} rows, best of 3",
+            markdown_table(rows_k, ["row", "key", "us per row"]),
+            f"**A miss and a hit against no cache**: NeuralTransformer over the wide net "
+            f"512-1024-1024-10, {n_wide:,} new rows, `cache=True` with an emptied store "
+            f"(every row a miss: keyed, computed, stored) and then again (every row a hit), "
+            f"against `cache=False`; medians of {rounds} interleaved rounds.",
+            markdown_table(
+                rows_m,
+                [
+                    "output",
+                    "no cache ms",
+                    "miss ms",
+                    "miss overhead",
+                    "hit ms",
+                    "hit speed-up",
+                    '"auto" caches it',
+                ],
+            ),
             f"**A net cheaper than a lookup**: MLP 64-128-64-10, transform of {n_rows:,} rows",
             markdown_table(rows_c, ["setup", "ms", "us per row", "ratio to cache=False"]),
         ]
-    )
-    if args.quick:
+    if args.load:
+        parts.insert(0, f"Load while measuring: {args.load}")
+    body = "\n\n".join(parts)
+    if args.quick or args.only:
         print(body)
     else:
         write_section("bench_cache", body)

@@ -7,62 +7,54 @@ every candidate is pure waste: a ``GridSearchCV(cv=5)`` over six settings of
 the downstream steps runs the net over each row 30 times or more. This module
 computes each distinct row once and serves it from then on.
 
-Keys
-----
-An output is addressed by two digests:
+An output is addressed by the model's fingerprint and the row's key
+(:mod:`skchain._fingerprint`). This module holds where outputs are kept and
+when:
 
-- the **model fingerprint**: the module's class, its structure (``repr``), the
-  bytes of every parameter and buffer, and whatever else the caller says
-  decides the output (the layer read, the post-processing, normalisation).
-  Changed weights give a new fingerprint, so they are never served outputs
-  of the old ones.
-- the **row digest**: a 128-bit BLAKE2b hash of one row's bytes (a float32
-  row, or a text's UTF-8 encoding). Keys are per row, so the rows of one CV
-  fold hit rows computed for another fold.
-
-Hashing all weights takes a pass over them (about 60 ms for the 91 MB of
-all-MiniLM-L6-v2), so the weight digest is memoised per module object while
-every tensor keeps its storage, autograd version counter and 16 sampled
-values: optimiser steps, ``load_state_dict``, ``torch.no_grad()`` in-place
-updates and replaced tensors change one of those, and writes that bypass the
-version counter (``param.data``, NumPy views) are caught when they change a
-sampled value. The one gap, documented in the user guide: such a bypassing
-write that changes only unsampled values.
-
-Layers
-------
-1. Process memory (always): blocks of rows in least-recently-used order,
-   bounded by :data:`DEFAULT_MAX_BYTES` (outputs plus about 150 bytes of
-   index per row). Each process has its own, so it is correct whatever joblib
-   backend runs the folds.
-2. Disk (``cache=<path>`` or a :class:`joblib.Memory`): immutable,
-   content-addressed blocks written through joblib's store with its
-   concurrency-safe writes, so several processes (loky workers, dask workers
-   on one file system) share rows without locks. ``Memory.clear()`` removes
-   them and ``Memory.reduce_size(bytes_limit=...)`` evicts the least recently
-   used first, alongside joblib's own items.
-
-With ``cache="auto"`` (the default of the wrappers) a net is first run without
-the cache and timed: if it computes a row in less than a few times what looking
-a row up costs (a tiny MLP does), caching would only slow it down and is
-skipped for that model.
+1. Process memory (always): blocks of rows, least recently used evicted first,
+   bounded by :data:`DEFAULT_MAX_BYTES`. Each process has its own, so it is
+   correct whatever joblib backend runs the folds.
+2. Disk (``cache=<path>`` or a :class:`joblib.Memory`): immutable blocks, each
+   written to a temporary file and renamed into place (:func:`os.replace`), so
+   several processes share rows without locks and a reader never sees half a
+   block. Every block carries BLAKE2b checksums of its index and of its values,
+   verified on every read: a corrupt, truncated, foreign or unreadable block is
+   a miss -- recomputed, rewritten, one :class:`UserWarning` -- never a wrong
+   value. Blocks sit where joblib's ``Memory.clear()`` and
+   ``Memory.reduce_size()`` manage them with joblib's own items.
+3. The policy (``cache="auto"``, the wrappers' default): a model's rows are kept
+   when the model costs far more per row than keeping a row does. The cost is
+   counted, not timed: the floating-point operations of one row's forward pass
+   (torch's own FLOP formulas for matrix products, convolutions and attention),
+   against the bytes of that row's input and output. The decision is the same on
+   an idle and on a busy machine, in every run.
 """
 
-import functools
 import hashlib
-import itertools
+import json
 import os
-import re
+import shutil
+import struct
+import tempfile
 import threading
 import warnings
-import weakref
 from collections import OrderedDict
-from time import perf_counter
 
-import joblib
 import numpy as np
-import torch
 from joblib import Memory
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.flop_counter import flop_registry
+
+from ._fingerprint import (
+    callable_id,
+    hash_weights,
+    is_array,
+    model_fingerprint,
+    named_tensors,
+    row_digests,
+    row_format,
+    weights_digest,
+)
 
 __all__ = [
     "CACHE_CONSTRAINT",
@@ -76,210 +68,113 @@ __all__ = [
     "weights_digest",
 ]
 
+# Kept under their old private names for the callers and benchmarks.
+_hash_weights = hash_weights
+_named_tensors = named_tensors
+
 #: Bound of the in-process cache, outputs plus index, per process.
 DEFAULT_MAX_BYTES = 1 << 30
 
 #: ``_parameter_constraints`` entry for a ``cache`` parameter.
 CACHE_CONSTRAINT = ["boolean", str, os.PathLike, Memory]
 
-# Index cost of one row in the memory layer (a 16-byte digest as a Python
-# bytes object plus one dict slot), measured with tracemalloc.
-_INDEX_BYTES_PER_ROW = 150
-_DIGEST_SIZE = 16
-# Values sampled from each tensor for the memo check of weights_digest.
-_PROBE_VALUES = 16
-# "auto": a net must run this long before it is judged (shorter calls are
-# dominated by fixed per-call costs), and is cached when a row costs at least
-# this many times what hashing a row costs.
-_AUTO_MIN_SECONDS = 0.01
-_AUTO_FACTOR = 4.0
-_AUTO_SAMPLE_ROWS = 256
+# Index cost of one row in the memory layer besides its key's bytes: the bytes
+# object's header (33) and a dict slot with its int value (about 85, measured
+# with tracemalloc).
+_INDEX_BYTES_PER_ROW = 120
+
+# -- "auto": is a row's output worth keeping? ----------------------------------
+# A miss costs hashing the input row (a float64 matrix product over its words,
+# about as much as AUTO_FLOPS_PER_INPUT_BYTE / 20 flops of the net per byte),
+# copying the output into the store, and a few dictionary operations per row.
+# A model is cached when one row's forward pass costs at least 20 times that,
+# so that a miss adds at most about 5% to running the model; hits are then far
+# faster than recomputing. Calibrated with benchmarks/bench_cache.py, where
+# both sides are measured in the same process: the ratio of a flop to a hashed
+# byte varies much less between machines than either does.
+AUTO_FLOPS_PER_INPUT_BYTE = 600
+AUTO_FLOPS_PER_OUTPUT_BYTE = 100
+AUTO_FLOPS_PER_ROW = 200_000
+_DECISIONS_KEPT = 4096
+
 _DISK_FOLDER = "skchain_outputs"
-_FORMAT_TAG = b"skchain-output-cache-v1"
-_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
+_BLOCK_FILE = "output.pkl"  # joblib's reduce_size counts folders holding this name
+_MAGIC = b"SKCHOUT2"
+_CHECKSUM_SIZE = 32
+_MAX_HEADER = 1 << 16
 
 
-# -- model fingerprint ---------------------------------------------------------
+# -- the policy ----------------------------------------------------------------
 
 
-def _is_uninitialized(tensor):
-    return isinstance(tensor, torch.nn.parameter.UninitializedTensorMixin)
+class _CountFlops(TorchDispatchMode):
+    """Adds up the FLOPs of the torch operations run in this thread.
 
-
-def _named_tensors(module):
-    yield from module.named_parameters(remove_duplicate=True)
-    yield from module.named_buffers(remove_duplicate=True)
-
-
-def _plain(tensor):
-    """``tensor``'s values as a dense, strided tensor on its own device."""
-    tensor = tensor.detach()
-    if tensor.layout != torch.strided:
-        tensor = tensor.to_dense()
-    if tensor.is_quantized:
-        tensor = tensor.int_repr()
-    return tensor
-
-
-def _probe(tensor):
-    """A few of the tensor's values, spread over it, as bytes."""
-    flat = _plain(tensor).reshape(-1)
-    n = flat.numel()
-    if n > _PROBE_VALUES:
-        step = n // _PROBE_VALUES
-        flat = flat[::step][:_PROBE_VALUES]
-    return flat.cpu().contiguous().view(torch.uint8).numpy().tobytes()
-
-
-def _state(module):
-    """What changes whenever a tensor of ``module`` is written through torch.
-
-    Storage address and autograd version counter catch optimiser steps,
-    ``load_state_dict``, in-place updates under ``no_grad`` and replaced
-    tensors; the sampled values also catch most writes that bypass the
-    version counter (``param.data.mul_(...)``, writes through a NumPy view).
+    Uses torch's own FLOP formulas (``torch.utils.flop_counter``); operations
+    without one (element-wise ones, embedding lookups) count zero, so the count
+    is a lower bound. Dispatch modes are thread-local: other threads' work is
+    neither counted nor slowed.
     """
-    state = []
-    for name, tensor in _named_tensors(module):
-        if _is_uninitialized(tensor):
-            state.append((name, "uninitialized"))
-            continue
-        state.append(
-            (
-                name,
-                tensor.data_ptr(),
-                tensor._version,
-                tuple(tensor.shape),
-                tensor.stride() if tensor.layout == torch.strided else None,
-                str(tensor.dtype),
-                str(tensor.device),
-                _probe(tensor),
-            )
-        )
-    return tuple(state)
+
+    def __init__(self):
+        super().__init__()
+        self.flops = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        formula = flop_registry.get(func._overloadpacket)
+        if formula is None:
+            # Composite operations (aten.linear under inference_mode) reach the
+            # mode whole: run their decomposition so its matrix products count.
+            with self:
+                out = func.decompose(*args, **kwargs)
+            if out is not NotImplemented:
+                return out
+        out = func(*args, **kwargs)
+        if formula is not None:
+            self.flops += int(formula(*args, **kwargs, out_val=out))
+        return out
 
 
-def _update(hasher, text):
-    data = text if isinstance(text, bytes) else str(text).encode("utf-8", "surrogatepass")
-    hasher.update(len(data).to_bytes(8, "little"))
-    hasher.update(data)
+def row_flops(compute, row):
+    """``(compute(row), flops)``: the output of a one-row batch and the FLOPs
+    its forward pass counted."""
+    counter = _CountFlops()
+    with counter:
+        out = compute(row)
+    return out, counter.flops
 
 
-def _hash_weights(module):
-    hasher = hashlib.sha256()
-    for name, tensor in _named_tensors(module):
-        _update(hasher, name)
-        if _is_uninitialized(tensor):
-            _update(hasher, "uninitialized")
-            continue
-        tensor = _plain(tensor)
-        _update(hasher, f"{tensor.dtype}{tuple(tensor.shape)}")
-        data = tensor.cpu().contiguous().reshape(-1).view(torch.uint8).numpy()
-        hasher.update(memoryview(data))
-    return hasher.hexdigest()
+def worth_caching(flops, input_bytes, output_bytes):
+    """Whether rows of a model are kept by ``cache="auto"``.
 
+    Parameters
+    ----------
+    flops : int
+        FLOPs counted for one row's forward pass.
+    input_bytes, output_bytes : int
+        Bytes of one row as the model sees it, and of one output row.
 
-_WEIGHTS_MEMO = weakref.WeakKeyDictionary()
-_WEIGHTS_LOCK = threading.Lock()
-
-
-def weights_digest(module):
-    """SHA-256 of every parameter and buffer of ``module`` (names, dtypes,
-    shapes and bytes), memoised while the module's tensors are unchanged."""
-    state = _state(module)
-    with _WEIGHTS_LOCK:
-        memo = _WEIGHTS_MEMO.get(module)
-    if memo is not None and memo[0] == state:
-        return memo[1]
-    digest = _hash_weights(module)
-    with _WEIGHTS_LOCK:
-        _WEIGHTS_MEMO[module] = (state, digest)
-    return digest
-
-
-def callable_id(fn):
-    """A process-independent description of a function (no memory addresses).
-
-    Functions are named by module and qualified name plus a hash of their
-    bytecode and constants, so two lambdas with different bodies differ.
+    Returns
+    -------
+    bool
+        ``flops >= 600 * input_bytes + 100 * output_bytes + 200_000``.
     """
-    if fn is None:
-        return None
-    if isinstance(fn, functools.partial):
-        kwargs = sorted((k, _stable_repr(v)) for k, v in fn.keywords.items())
-        args = tuple(_stable_repr(a) for a in fn.args)
-        return ("partial", callable_id(fn.func), args, tuple(kwargs))
-    name = getattr(fn, "__qualname__", None)
-    if name is None:
-        return (f"{type(fn).__module__}.{type(fn).__qualname__}", _stable_repr(fn))
-    ident = f"{getattr(fn, '__module__', None)}.{name}"
-    code = getattr(fn, "__code__", None)
-    if code is not None:
-        body = hashlib.blake2b(code.co_code, digest_size=8)
-        _update(body, _stable_repr(code.co_consts))
-        ident += ":" + body.hexdigest()
-    return ident
+    threshold = (
+        AUTO_FLOPS_PER_INPUT_BYTE * input_bytes
+        + AUTO_FLOPS_PER_OUTPUT_BYTE * output_bytes
+        + AUTO_FLOPS_PER_ROW
+    )
+    return flops >= threshold
 
 
-def _stable_repr(value):
-    return _ADDRESS.sub("", repr(value))
+def _row_bytes(rows):
+    if is_array(rows):
+        return rows[:1].nbytes
+    return len(rows[0].encode("utf-8", "surrogatepass"))
 
 
-def model_fingerprint(module, *parts):
-    """Digest of what decides a module's outputs: its class and structure, its
-    weights, and ``parts`` (any values with a stable ``repr``: the layer read,
-    the post-processing, normalisation, ...).
-
-    Two modules with equal fingerprints give equal outputs for equal rows, in
-    this process or another one.
-    """
-    hasher = hashlib.blake2b(digest_size=_DIGEST_SIZE)
-    hasher.update(_FORMAT_TAG)
-    cls = type(module)
-    _update(hasher, f"{cls.__module__}.{cls.__qualname__}")
-    _update(hasher, _stable_repr(module))
-    _update(hasher, weights_digest(module))
-    for part in parts:
-        _update(hasher, _stable_repr(part))
-    return hasher.hexdigest()
-
-
-# -- row digests ---------------------------------------------------------------
-
-
-def _is_array(rows):
-    return isinstance(rows, np.ndarray) and rows.dtype != object
-
-
-def row_digests(rows):
-    """One 16-byte BLAKE2b digest per row.
-
-    ``rows`` is a numeric ndarray (each row's bytes are hashed, so pass the
-    array in the dtype the model sees) or a sequence of ``str``.
-    """
-    blake2b = hashlib.blake2b
-    if _is_array(rows):
-        rows = np.ascontiguousarray(rows)
-        return [blake2b(row, digest_size=_DIGEST_SIZE).digest() for row in rows]
-    return [
-        blake2b(text.encode("utf-8", "surrogatepass"), digest_size=_DIGEST_SIZE).digest()
-        for text in rows
-    ]
-
-
-def _row_format(rows):
-    if _is_array(rows):
-        return ("array", rows.dtype.str, tuple(rows.shape[1:]))
-    return ("text",)
-
-
-def _take(rows, indices):
-    if _is_array(rows):
-        return rows[indices]
-    return [rows[i] for i in indices]
-
-
-# -- storage -------------------------------------------------------------------
+# -- rows in process memory -----------------------------------------------------
 
 
 class _Block:
@@ -290,72 +185,67 @@ class _Block:
         self.namespace = namespace
         self.keys = keys
         self.values = values
-        self.nbytes = values.nbytes + len(keys) * _INDEX_BYTES_PER_ROW
+        key_bytes = len(keys[0]) if keys else 0
+        self.nbytes = values.nbytes + len(keys) * (key_bytes + _INDEX_BYTES_PER_ROW)
 
 
 class _MemoryStore:
     """Rows of every model in this process, least recently used evicted first.
 
     Blocks are immutable arrays: a reader keeps a reference to what it found,
-    so eviction by another thread never changes what it reads.
+    so eviction by another thread never changes what it reads. The "auto"
+    decisions live here too, so a fresh store is a fresh process.
     """
 
     def __init__(self, max_bytes=DEFAULT_MAX_BYTES):
         self.max_bytes = max_bytes
         self.nbytes = 0
         self._blocks = OrderedDict()  # block id -> _Block, oldest first
-        self._index = {}  # namespace -> {row digest: block id << 32 | position}
+        self._index = {}  # namespace -> {row key: block id << 32 | position}
         self._decisions = OrderedDict()  # namespace -> bool ("auto" mode)
-        self._ids = itertools.count()
+        self._next_id = 0
         self._lock = threading.Lock()
 
     def lookup(self, namespace, keys):
         """``(found, missing)``: ``found`` lists ``(where, values, rows)`` per
         block, meaning ``keys[where[i]]`` is ``values[rows[i]]``; ``missing``
-        lists the positions in ``keys`` that are not stored."""
-        where, codes, missing = [], [], []
+        is an int array of the positions in ``keys`` that are not stored."""
         with self._lock:
             index = self._index.get(namespace)
             if index is None:
-                return [], list(range(len(keys)))
+                return [], np.arange(len(keys))
             get = index.get
-            for i, key in enumerate(keys):
-                code = get(key)
-                if code is None:
-                    missing.append(i)
-                else:
-                    where.append(i)
-                    codes.append(code)
-            if not codes:
+            codes = np.fromiter((get(key, -1) for key in keys), dtype=np.int64, count=len(keys))
+            hit = codes >= 0
+            missing = np.flatnonzero(~hit)
+            if len(missing) == len(keys):
                 return [], missing
-            codes = np.asarray(codes, dtype=np.int64)
+            where = np.flatnonzero(hit)
+            codes = codes[where]
             block_ids = codes >> 32
             found = []
             for block_id in np.unique(block_ids):
                 block = self._blocks[int(block_id)]
                 self._blocks.move_to_end(int(block_id))
                 mask = block_ids == block_id
-                found.append((np.asarray(where)[mask], block.values, codes[mask] & 0xFFFFFFFF))
+                found.append((where[mask], block.values, codes[mask] & 0xFFFFFFFF))
         return found, missing
 
     def put(self, namespace, keys, values):
-        """Keep ``values[i]`` for ``keys[i]`` (rows already stored are skipped)."""
-        if not keys or len(keys) * _INDEX_BYTES_PER_ROW + values.nbytes > self.max_bytes:
+        """Keep ``values[i]`` for ``keys[i]``; ``values`` must not be used by
+        the caller afterwards (it becomes read-only)."""
+        if not keys:
+            return
+        block = _Block(namespace, keys, values)
+        if block.nbytes > self.max_bytes:
             return
         with self._lock:
             index = self._index.setdefault(namespace, {})
-            fresh = [i for i, key in enumerate(keys) if key not in index]
-            if not fresh:
-                return
-            if len(fresh) < len(keys):
-                keys = [keys[i] for i in fresh]
-                values = values[fresh]
-            block_id = next(self._ids)
-            block = _Block(namespace, keys, values)
+            block_id = self._next_id
+            self._next_id += 1
             self._blocks[block_id] = block
             base = block_id << 32
-            for position, key in enumerate(keys):
-                index[key] = base | position
+            index.update(zip(keys, range(base, base + len(keys)), strict=True))
             self.nbytes += block.nbytes
             self._evict()
 
@@ -378,7 +268,7 @@ class _MemoryStore:
     def decide(self, namespace, worth):
         with self._lock:
             self._decisions[namespace] = worth
-            while len(self._decisions) > 4096:
+            while len(self._decisions) > _DECISIONS_KEPT:
                 self._decisions.popitem(last=False)
 
     def clear(self):
@@ -389,14 +279,127 @@ class _MemoryStore:
             self.nbytes = 0
 
 
-class _DiskStore:
-    """Blocks of rows in a :class:`joblib.Memory` location, shared by processes.
+# -- rows on disk ----------------------------------------------------------------
 
-    A block is written once, whole, under a name derived from its row digests,
-    through joblib's concurrency-safe write (a temporary file renamed into
-    place), so readers never see half a block and two processes writing the
-    same rows write the same item. Each process indexes the blocks it has not
-    seen yet when it misses a row.
+
+class _BadBlock(Exception):
+    """A block that fails its checks: corrupt, truncated, foreign, unreadable."""
+
+
+def _checksum(*parts):
+    hasher = hashlib.blake2b(digest_size=_CHECKSUM_SIZE)
+    for part in parts:
+        hasher.update(part)
+    return hasher.digest()
+
+
+def _encode_block(keys, values):
+    """A block file's bytes::
+
+        magic (8) | header length (8) | header (JSON) | keys | index checksum (32) | values
+
+    The index checksum covers everything before it; the header holds the
+    values' checksum, so one read of the index tells which rows a block has,
+    and reading the values verifies them too.
+    """
+    values = np.ascontiguousarray(values)
+    key_bytes = b"".join(keys)
+    values_bytes = values.tobytes()
+    header = json.dumps(
+        {
+            "rows": len(keys),
+            "key_size": len(keys[0]),
+            "dtype": values.dtype.str,
+            "shape": list(values.shape[1:]),
+            "values_checksum": _checksum(values_bytes).hex(),
+        },
+        sort_keys=True,
+    ).encode()
+    head = _MAGIC + struct.pack("<Q", len(header)) + header
+    return head + key_bytes + _checksum(head, key_bytes) + values_bytes
+
+
+def _read_exact(handle, size):
+    data = handle.read(size)
+    if len(data) != size:
+        raise _BadBlock("truncated")
+    return data
+
+
+def _read_index(path):
+    """``(keys, meta)`` of the block at ``path``, verified.
+
+    Raises ``FileNotFoundError`` for a block that is gone (evicted), and
+    :class:`_BadBlock` for one that fails a check.
+    """
+    try:
+        with open(path, "rb") as handle:
+            total = os.fstat(handle.fileno()).st_size
+            magic = _read_exact(handle, len(_MAGIC))
+            if magic != _MAGIC:
+                raise _BadBlock("not a skchain block")
+            length = _read_exact(handle, 8)
+            (header_size,) = struct.unpack("<Q", length)
+            if header_size > _MAX_HEADER:
+                raise _BadBlock("bad header")
+            header = _read_exact(handle, header_size)
+            try:
+                meta = json.loads(header)
+                rows, key_size = int(meta["rows"]), int(meta["key_size"])
+                dtype = np.dtype(meta["dtype"])
+                shape = tuple(int(s) for s in meta["shape"])
+                bytes.fromhex(meta["values_checksum"])
+            except (ValueError, KeyError, TypeError) as exc:
+                raise _BadBlock("bad header") from exc
+            if dtype.hasobject or rows <= 0 or key_size <= 0 or min(shape, default=1) < 0:
+                raise _BadBlock("bad header")
+            # Sizes come from a header not yet verified: check them against the
+            # file before reading, so a forged size never allocates memory.
+            if len(_MAGIC) + 8 + header_size + rows * key_size + _CHECKSUM_SIZE > total:
+                raise _BadBlock("truncated")
+            key_bytes = _read_exact(handle, rows * key_size)
+            checksum = _read_exact(handle, _CHECKSUM_SIZE)
+            if checksum != _checksum(magic, length, header, key_bytes):
+                raise _BadBlock("index checksum mismatch")
+            meta["offset"] = handle.tell()
+            meta["values_size"] = rows * int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+            if total != meta["offset"] + meta["values_size"]:
+                raise _BadBlock("wrong size")
+    except (FileNotFoundError, _BadBlock):
+        raise
+    except (OSError, struct.error) as exc:
+        raise _BadBlock(f"unreadable: {exc}") from exc
+    keys = [key_bytes[i : i + key_size] for i in range(0, len(key_bytes), key_size)]
+    return keys, meta
+
+
+def _read_values(path, meta):
+    """The values of a block whose index was read, verified."""
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(meta["offset"])
+            data = _read_exact(handle, meta["values_size"])
+            if handle.read(1):
+                raise _BadBlock("wrong size")
+    except (FileNotFoundError, _BadBlock):
+        raise
+    except OSError as exc:
+        raise _BadBlock(f"unreadable: {exc}") from exc
+    if _checksum(data).hex() != meta["values_checksum"]:
+        raise _BadBlock("values checksum mismatch")
+    values = np.frombuffer(data, dtype=np.dtype(meta["dtype"]))
+    return values.reshape(meta["rows"], *meta["shape"])
+
+
+class _DiskStore:
+    """Blocks of rows in a folder, shared by processes.
+
+    Layout: ``<location>/skchain_outputs/m<namespace>/<32 hex>/output.pkl``,
+    one folder per block named by the digest of its row keys, so two processes
+    computing the same rows write the same block. The block folder names look
+    like joblib's item folders, so ``Memory.reduce_size`` evicts them by last
+    access like joblib's own items, and ``Memory.clear`` removes them.
+    Each process indexes the blocks it has not seen yet when it misses a row.
     """
 
     def __init__(self, memory):
@@ -408,98 +411,133 @@ class _DiskStore:
                 f"cache=Memory(...) needs joblib's file-system store, got "
                 f"{type(backend).__name__}; pass a folder path instead."
             )
-        self._backend = backend
-        self._root = os.path.join(backend.location, _DISK_FOLDER)
-        self._index = {}  # namespace -> {row digest: (block name, position)}
-        self._seen = {}  # namespace -> block names already indexed
+        self.root = os.path.join(backend.location, _DISK_FOLDER)
+        self._index = {}  # namespace -> {row key: (block name, position)}
+        self._meta = {}  # (namespace, block name) -> verified header
         self._lock = threading.Lock()
 
     @staticmethod
     def _folder(namespace):
-        # Not 32 hex digits: joblib's reduce_size treats such folders as items,
-        # and must see only the blocks inside.
+        # Not 32 hex digits: joblib's reduce_size must see only the blocks.
         return "m" + namespace
 
     def _path(self, namespace, block):
-        return os.path.join(self._root, self._folder(namespace), block, "output.pkl")
+        return os.path.join(self.root, self._folder(namespace), block, _BLOCK_FILE)
 
-    def _load(self, namespace, block):
-        try:
-            with warnings.catch_warnings():
-                # A compressed store cannot be memory-mapped; joblib says so.
-                warnings.simplefilter("ignore", UserWarning)
-                return joblib.load(self._path(namespace, block), mmap_mode="r")
-        except (OSError, EOFError, KeyError, ValueError):
-            return None  # evicted or being removed by another process
-
-    def _sync(self, namespace):
-        try:
-            names = os.listdir(os.path.join(self._root, self._folder(namespace)))
-        except FileNotFoundError:
-            return
-        seen = self._seen.setdefault(namespace, set())
-        index = self._index.setdefault(namespace, {})
-        for name in names:
-            if name in seen:
-                continue
-            item = self._load(namespace, name)
-            if item is None:
-                continue
-            seen.add(name)
-            digests = np.asarray(item["keys"]).tobytes()
-            for position in range(len(digests) // _DIGEST_SIZE):
-                key = digests[position * _DIGEST_SIZE : (position + 1) * _DIGEST_SIZE]
-                index.setdefault(key, (name, position))
-
-    def _forget(self, namespace, block):
+    def _discard(self, namespace, block, remove):
+        """Forget a block; delete its file too when it is bad, so that the
+        rows recomputed in its place are written afresh."""
         index = self._index.get(namespace, {})
         for key in [k for k, (name, _) in index.items() if name == block]:
             del index[key]
-        self._seen.get(namespace, set()).discard(block)
+        self._meta.pop((namespace, block), None)
+        if remove:
+            path = self._path(namespace, block)
+            try:
+                os.remove(path)
+            except IsADirectoryError:
+                shutil.rmtree(path, ignore_errors=True)
+            except OSError:
+                pass
+
+    def _sync(self, namespace):
+        """Index the blocks written since this process last looked; returns
+        the number of bad blocks found."""
+        try:
+            names = os.listdir(os.path.join(self.root, self._folder(namespace)))
+        except OSError:
+            return 0
+        index = self._index.setdefault(namespace, {})
+        bad = 0
+        for name in names:
+            if (namespace, name) in self._meta:
+                continue
+            try:
+                keys, meta = _read_index(self._path(namespace, name))
+            except FileNotFoundError:
+                continue  # being written, or evicted
+            except _BadBlock:
+                bad += 1
+                self._discard(namespace, name, remove=True)
+                continue
+            self._meta[namespace, name] = meta
+            for position, key in enumerate(keys):
+                index.setdefault(key, (name, position))
+        return bad
 
     def lookup(self, namespace, keys):
-        """Same contract as :meth:`_MemoryStore.lookup`; values are copied
-        out of the memory-mapped blocks."""
+        """``(found, missing, bad)``: as :meth:`_MemoryStore.lookup`, plus the
+        number of blocks that failed their checks (their rows are missing)."""
+        bad = 0
         with self._lock:
             index = self._index.get(namespace, {})
             if any(key not in index for key in keys):
-                self._sync(namespace)
+                bad += self._sync(namespace)
                 index = self._index.get(namespace, {})
             groups = {}
             for i, key in enumerate(keys):
                 location = index.get(key)
                 if location is not None:
                     groups.setdefault(location[0], []).append((i, location[1]))
-            found, hit = [], set()
+            found, hit = [], np.zeros(len(keys), dtype=bool)
             for block, pairs in groups.items():
-                item = self._load(namespace, block)
-                if item is None:
-                    self._forget(namespace, block)
+                try:
+                    path = self._path(namespace, block)
+                    values = _read_values(path, self._meta[namespace, block])
+                except FileNotFoundError:
+                    self._discard(namespace, block, remove=False)
+                    continue
+                except _BadBlock:
+                    bad += 1
+                    self._discard(namespace, block, remove=True)
                     continue
                 where = np.fromiter((i for i, _ in pairs), dtype=np.intp, count=len(pairs))
                 rows = np.fromiter((p for _, p in pairs), dtype=np.intp, count=len(pairs))
-                values = np.asarray(item["values"])[rows]
-                found.append((where, values, np.arange(len(rows))))
-                hit.update(where.tolist())
-                del item
-        missing = [i for i in range(len(keys)) if i not in hit]
-        return found, missing
+                found.append((where, values[rows], np.arange(len(rows))))
+                hit[where] = True
+        return found, np.flatnonzero(~hit), bad
 
     def put(self, namespace, keys, values):
-        if not keys:
-            return
-        digests = b"".join(keys)
-        block = hashlib.blake2b(digests, digest_size=16).hexdigest()
-        item = {
-            "keys": np.frombuffer(digests, dtype=np.uint8).reshape(-1, _DIGEST_SIZE),
-            "values": np.ascontiguousarray(values),
-        }
-        self._backend.dump_item([_DISK_FOLDER, self._folder(namespace), block], item, verbose=0)
+        """Write a block; returns False when it could not be written."""
+        if not keys or values.dtype.hasobject:
+            return True
+        block = hashlib.blake2b(b"".join(keys), digest_size=16).hexdigest()
+        folder = os.path.dirname(self._path(namespace, block))
+        data = _encode_block(keys, values)
+        try:
+            os.makedirs(folder, exist_ok=True)
+            # A temporary file renamed into place: readers in other processes
+            # see the old block, or none, or the whole new one.
+            handle, temp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
+            try:
+                with os.fdopen(handle, "wb") as out:
+                    out.write(data)
+                os.replace(temp, os.path.join(folder, _BLOCK_FILE))
+            except BaseException:
+                try:
+                    os.remove(temp)
+                except OSError:
+                    pass
+                raise
+        except OSError:
+            return False
         with self._lock:
-            self._seen.setdefault(namespace, set()).add(block)
+            meta = _index_of_encoded(data)
+            self._meta[namespace, block] = meta
             index = self._index.setdefault(namespace, {})
             for position, key in enumerate(keys):
                 index.setdefault(key, (block, position))
+        return True
+
+
+def _index_of_encoded(data):
+    """The header of a block this process has just encoded (no checks needed)."""
+    (header_size,) = struct.unpack("<Q", data[len(_MAGIC) : len(_MAGIC) + 8])
+    start = len(_MAGIC) + 8
+    meta = json.loads(data[start : start + header_size])
+    meta["offset"] = start + header_size + meta["rows"] * meta["key_size"] + _CHECKSUM_SIZE
+    meta["values_size"] = len(data) - meta["offset"]
+    return meta
 
 
 _MEMORY = _MemoryStore()
@@ -519,6 +557,12 @@ def _disk_store(memory):
 # -- the cache -----------------------------------------------------------------
 
 
+def _take(rows, indices):
+    if is_array(rows):
+        return rows[indices]
+    return [rows[i] for i in indices]
+
+
 class OutputCache:
     """Outputs of frozen models, computed once per distinct row.
 
@@ -529,7 +573,7 @@ class OutputCache:
     disk : _DiskStore or None
         Optional on-disk layer shared across processes.
     auto : bool
-        Decide per model, from timing its first call, whether caching pays.
+        Decide per model, from its FLOPs per row, whether caching pays.
     """
 
     def __init__(self, memory, disk=None, auto=False):
@@ -548,7 +592,7 @@ class OutputCache:
             The model's input, one row per output row.
         compute : callable
             ``compute(subset_of_rows) -> ndarray (n_subset, n_outputs)``, run
-            once on the rows not found (in their order, duplicates removed).
+            on the rows not found (in their order, duplicates removed).
 
         Returns
         -------
@@ -558,80 +602,104 @@ class OutputCache:
         if len(rows) == 0:
             return compute(rows)  # nothing to look up; the model reports the error
         namespace = hashlib.blake2b(
-            f"{fingerprint}|{_row_format(rows)}".encode(), digest_size=_DIGEST_SIZE
+            f"{fingerprint}|{row_format(rows)}".encode(), digest_size=16
         ).hexdigest()
-        if self.auto:
-            decision = self.memory.decision(namespace)
-            if decision is None:
-                return self._judge(namespace, rows, compute)
-            if not decision:
-                return compute(rows)
-        return self._cached(namespace, rows, compute)
+        if not self.auto:
+            return self._cached(namespace, rows, compute)
+        decision = self.memory.decision(namespace)
+        if decision is None:
+            return self._judge(namespace, rows, compute)
+        if decision:
+            return self._cached(namespace, rows, compute)
+        return compute(rows)
 
     def _judge(self, namespace, rows, compute):
-        """First sight of a model in "auto" mode: run it, time it, and keep
-        its rows only if a row costs much more to compute than to look up."""
-        start = perf_counter()
-        out = compute(rows)
-        elapsed = perf_counter() - start
-        if elapsed < _AUTO_MIN_SECONDS:
-            return out  # too short to tell the net's cost from fixed overheads
-        sample = _take(rows, range(min(len(rows), _AUTO_SAMPLE_ROWS)))
-        start = perf_counter()
-        row_digests(sample)
-        per_row_hash = (perf_counter() - start) / len(sample)
-        worth = elapsed / len(rows) >= _AUTO_FACTOR * per_row_hash
+        """First sight of a model in "auto" mode: count the FLOPs of its first
+        row and decide. A model worth caching keeps that row's output (it is
+        the cached value from then on), so no costly row is computed twice."""
+        try:
+            head, flops = row_flops(compute, _take(rows, [0]))
+        except Exception:
+            # The plain call raises if the model itself fails; if it does not,
+            # the counting mode could not run one of its operations: "not
+            # counted, not cached", so a miss never costs.
+            out = compute(rows)
+            self.memory.decide(namespace, False)
+            return out
+        head = np.asarray(head)
+        worth = worth_caching(flops, _row_bytes(rows), head[:1].nbytes)
         self.memory.decide(namespace, worth)
         if worth:
-            keys = row_digests(rows)
-            unique = dict(zip(keys, range(len(keys)), strict=True))
-            if len(unique) < len(keys):
-                self._store(namespace, list(unique), out[list(unique.values())])
-            else:
-                self._store(namespace, keys, out.copy())
-        return out
+            self._store(namespace, row_digests(_take(rows, [0])), head.copy())
+            return self._cached(namespace, rows, compute)
+        # A cheap model is run whole, as on every later call: a row computed
+        # alone may differ from the same row in a batch in the last bits, and
+        # repeated calls must give identical results. One row twice is cheap.
+        return compute(rows)
 
     def _store(self, namespace, keys, values):
+        """Keep ``values`` (which the cache then owns) for ``keys``."""
+        if self.disk is not None and not self.disk.put(namespace, keys, values):
+            warnings.warn(
+                f"skchain could not write to the cache folder {self.disk.root}; "
+                "outputs are kept in memory only. Check that it is writable.",
+                UserWarning,
+                stacklevel=4,
+            )
         self.memory.put(namespace, keys, values)
-        if self.disk is not None:
-            self.disk.put(namespace, keys, values)
 
     def _cached(self, namespace, rows, compute):
         keys = row_digests(rows)
-        first = {}  # distinct digest -> its position among distinct rows
-        inverse = np.empty(len(keys), dtype=np.intp)
-        origin = []  # position in rows of each distinct row's first occurrence
-        for i, key in enumerate(keys):
-            j = first.setdefault(key, len(first))
-            if j == len(origin):
-                origin.append(i)
-            inverse[i] = j
-        distinct = list(first)
+        n = len(keys)
+        if len(set(keys)) == n:
+            distinct, inverse, origin = keys, None, None
+        else:
+            first = {}  # key -> its position among the distinct keys
+            inverse = np.fromiter(
+                (first.setdefault(key, len(first)) for key in keys), dtype=np.intp, count=n
+            )
+            distinct = list(first)
+            origin = np.unique(inverse, return_index=True)[1]  # first occurrences
 
         parts, missing = self.memory.lookup(namespace, distinct)
-        if missing and self.disk is not None:
-            from_disk, still = self.disk.lookup(namespace, [distinct[j] for j in missing])
+        if len(missing) and self.disk is not None:
+            from_disk, still, bad = self.disk.lookup(namespace, [distinct[j] for j in missing])
             for where, values, positions in from_disk:
-                where = np.asarray(missing)[where]
+                where = missing[where]
                 parts.append((where, values, positions))
                 self.memory.put(namespace, [distinct[j] for j in where], values[positions])
-            missing = [missing[j] for j in still]
-        if missing:
-            subset = _take(rows, [origin[j] for j in missing])
+            missing = missing[still]
+            if bad:
+                warnings.warn(
+                    f"skchain found {bad} corrupt or unreadable cache block(s) in "
+                    f"{self.disk.root}; their rows were recomputed and written again.",
+                    UserWarning,
+                    stacklevel=3,
+                )
+
+        if len(missing):
+            whole = len(missing) == len(distinct)
+            if whole and origin is None:
+                subset = rows  # the common first pass: no copy of the rows
+            else:
+                source = missing if origin is None else origin[missing]
+                subset = _take(rows, source)
             computed = np.ascontiguousarray(compute(subset))
             if computed.shape[0] != len(missing):
                 raise ValueError(
                     f"The model returned {computed.shape[0]} rows for {len(missing)} inputs."
                 )
-            parts.append((np.asarray(missing), computed, np.arange(len(missing))))
-            self._store(namespace, [distinct[j] for j in missing], computed)
+            missing_keys = distinct if whole else [distinct[j] for j in missing]
+            self._store(namespace, missing_keys, computed.copy())
+            if whole and inverse is None:
+                return computed  # fresh from the model: the cache holds its own copy
+            parts.append((missing, computed, np.arange(len(missing))))
 
-        width = parts[0][1].shape[1:]
-        dtype = parts[0][1].dtype
-        unique_out = np.empty((len(distinct), *width), dtype=dtype)
+        values = parts[0][1]
+        unique_out = np.empty((len(distinct), *values.shape[1:]), dtype=values.dtype)
         for where, values, positions in parts:
             unique_out[where] = values[positions]
-        if len(distinct) == len(keys):
+        if inverse is None:
             return unique_out
         return unique_out[inverse]
 
@@ -640,7 +708,8 @@ def resolve_cache(cache):
     """The :class:`OutputCache` a ``cache`` parameter means, or ``None``.
 
     - ``False``: no cache.
-    - ``"auto"``: in memory, for models that are slower to run than to look up.
+    - ``"auto"``: in memory, for models whose FLOPs per row are far above what
+      keeping a row costs (see :func:`worth_caching`).
     - ``True``: in memory, always.
     - a path (``str`` other than ``"auto"``, ``os.PathLike``) or a
       :class:`joblib.Memory`: in memory and on disk there, always. A

@@ -17,14 +17,7 @@ from sklearn.preprocessing import StandardScaler
 from torch import nn
 
 from skchain import NeuralTransformer, _cache
-from skchain._cache import (
-    OutputCache,
-    _MemoryStore,
-    callable_id,
-    model_fingerprint,
-    row_digests,
-    weights_digest,
-)
+from skchain._cache import OutputCache, _MemoryStore, worth_caching
 from skchain._runner import run_module
 from skchain._testing import make_classifier_net
 
@@ -80,128 +73,6 @@ def search(nt, X, y, n_jobs=None):
     pipe = Pipeline([("nn", nt), ("clf", LogisticRegression(max_iter=500))])
     grid = {"clf__C": [0.01, 0.03, 0.1, 0.3, 1.0, 3.0]}
     return GridSearchCV(pipe, grid, cv=5, n_jobs=n_jobs).fit(X, y)
-
-
-# -- keys --------------------------------------------------------------------
-
-
-def test_row_digests_follow_row_content():
-    X = np.arange(12, dtype=np.float32).reshape(4, 3)
-    keys = row_digests(X)
-    assert len(set(keys)) == 4 and all(len(k) == 16 for k in keys)
-    assert row_digests(X.copy()) == keys
-    assert row_digests(X[[2, 0]]) == [keys[2], keys[0]]
-    # Fortran order or a strided view hashes the row values, not the memory layout.
-    assert row_digests(np.asfortranarray(X)) == keys
-    bumped = X.copy()
-    bumped[1, 2] = np.nextafter(bumped[1, 2], np.float32(np.inf))
-    assert row_digests(bumped)[1] != keys[1]
-    assert row_digests(bumped)[0] == keys[0]
-    texts = ["a cat", "a dog", "a cat"]
-    digests = row_digests(texts)
-    assert digests[0] == digests[2] != digests[1]
-
-
-def _sgd_step(module):
-    opt = torch.optim.SGD(module.parameters(), lr=0.1)
-    module(torch.randn(4, 30)).sum().backward()
-    opt.step()
-
-
-def _adam_step(module):
-    opt = torch.optim.Adam(module.parameters(), lr=0.1)
-    module(torch.randn(4, 30)).sum().backward()
-    opt.step()
-
-
-def _load_other(module):
-    module.load_state_dict(pretrained(seed=1).state_dict())
-
-
-def _no_grad_add(module):
-    with torch.no_grad():
-        module[0].weight.add_(1e-3)
-
-
-def _data_mul(module):
-    # Writes through .data bypass autograd's version counter.
-    module[2].weight.data.mul_(2.0)
-
-
-def _numpy_write(module):
-    module[2].bias.detach().numpy()[:] = 0.5
-
-
-def _replace_parameter(module):
-    module[2].weight = nn.Parameter(module[2].weight.detach() + 1.0)
-
-
-def _init_normal(module):
-    nn.init.normal_(module[0].weight)
-
-
-def _single_element(module):
-    with torch.no_grad():
-        module[0].weight[3, 7] += 1.0
-
-
-@pytest.mark.parametrize(
-    "write",
-    [
-        _sgd_step,
-        _adam_step,
-        _load_other,
-        _no_grad_add,
-        _data_mul,
-        _numpy_write,
-        _replace_parameter,
-        _init_normal,
-        _single_element,
-    ],
-)
-def test_weights_digest_sees_every_kind_of_write(write):
-    module = pretrained()
-    before = weights_digest(module)
-    write(module)
-    after = weights_digest(module)
-    assert after != before
-    assert after == _cache._hash_weights(module)  # the memo never lags the weights
-
-
-def test_weights_digest_sees_buffers():
-    module = nn.Sequential(nn.Linear(30, 4), nn.BatchNorm1d(4))
-    before = weights_digest(module)
-    module.train()(torch.randn(8, 30))  # updates running statistics only
-    assert weights_digest(module) != before
-
-
-def test_weights_digest_is_memoised_until_a_write(monkeypatch):
-    module = pretrained()
-    calls = []
-    real = _cache._hash_weights
-    monkeypatch.setattr(_cache, "_hash_weights", lambda m: calls.append(1) or real(m))
-    digest = weights_digest(module)
-    assert weights_digest(module) == weights_digest(module) == digest
-    assert len(calls) == 1
-    _no_grad_add(module)
-    weights_digest(module)
-    assert len(calls) == 2
-
-
-def test_fingerprint_covers_structure_and_output_description():
-    a, b = pretrained(), pretrained()
-    assert model_fingerprint(a, "proba") == model_fingerprint(b, "proba")
-    assert model_fingerprint(a, "proba") != model_fingerprint(a, "logits")
-    b[1] = nn.Tanh()  # same weights, another activation
-    assert model_fingerprint(a, "proba") != model_fingerprint(b, "proba")
-
-
-def test_callable_id_is_stable_and_tells_bodies_apart():
-    softmax = functools.partial(torch.softmax, dim=-1)
-    assert callable_id(softmax) == callable_id(functools.partial(torch.softmax, dim=-1))
-    assert "0x" not in repr(callable_id(softmax))
-    assert callable_id(softmax) != callable_id(functools.partial(torch.softmax, dim=0))
-    assert callable_id(lambda t: t * 2) != callable_id(lambda t: t * 3)
 
 
 # -- NeuralTransformer through the cache ---------------------------------------
@@ -334,13 +205,33 @@ def test_pickle_and_clone_keep_the_cache_setting(data, tmp_path):
     assert str(clone(nt).get_params()["cache"].location) == str(tmp_path)
 
 
-# -- "auto" --------------------------------------------------------------------
+# -- "auto": decided from FLOPs per row, never from time ------------------------
+
+
+def _no_grad_add(module):
+    with torch.no_grad():
+        module[0].weight.add_(1e-3)
+
+
+def _data_mul(module):
+    # Writes through .data bypass autograd's version counter.
+    module[2].weight.data.mul_(2.0)
+
+
+def _load_other(module):
+    module.load_state_dict(pretrained(seed=1).state_dict())
+
+
+def wide(seed=0):
+    """Enough multiply-adds per row for "auto" to keep its rows."""
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(30, 512), nn.ReLU(), nn.Linear(512, 512), nn.Linear(512, 3))
 
 
 class Slow(nn.Module):
-    """A net that takes ``delay`` seconds per call: far slower than a lookup."""
+    """A net that sleeps in forward: slow, but with almost no arithmetic."""
 
-    def __init__(self, delay=0.02):
+    def __init__(self, delay=0.01):
         super().__init__()
         self.delay = delay
         self.linear = nn.Linear(30, 2)
@@ -350,48 +241,124 @@ class Slow(nn.Module):
         return self.linear(x)
 
 
-def test_auto_caches_a_slow_net(data):
-    X, _ = data
-    module = Slow()
-    nt = NeuralTransformer(module, batch_size=50).fit(X)  # cache="auto"
-    nt.transform(X)
-    counter = RowCounter(module)
-    nt.transform(X[:100])
-    assert counter.rows == 0
+def _decisions():
+    return list(_cache._MEMORY._decisions.values())
 
 
-def test_auto_runs_a_net_that_is_cheaper_than_a_lookup(data, monkeypatch):
+def test_row_flops_counts_matrix_products_and_convolutions():
+    module = wide()
+    out, flops = _cache.row_flops(lambda rows: run_module(module, rows), np.ones((1, 30), "f4"))
+    assert flops == 2 * (30 * 512 + 512 * 512 + 512 * 3)
+    np.testing.assert_allclose(out, run_module(module, np.ones((1, 30), "f4")), rtol=1e-5)
+    conv = nn.Sequential(nn.Unflatten(1, (3, 10, 10)), nn.Conv2d(3, 4, 3), nn.Flatten())
+    _, flops = _cache.row_flops(lambda rows: run_module(conv, rows), np.ones((1, 300), "f4"))
+    assert flops == 2 * 3 * 4 * 9 * 8 * 8  # every output position of the convolution
+
+
+def test_worth_caching_is_the_documented_threshold():
+    limit = 600 * 120 + 100 * 12 + 200_000
+    assert worth_caching(limit, 120, 12)
+    assert not worth_caching(limit - 1, 120, 12)
+
+
+def test_auto_keeps_rows_of_a_costly_net_and_runs_a_cheap_one(data):
     X, _ = data
-    # Pretend a lookup is very expensive, so that any net is cheaper.
-    monkeypatch.setattr(_cache, "_AUTO_MIN_SECONDS", 0.0)
-    monkeypatch.setattr(_cache, "_AUTO_FACTOR", 1e12)
-    module = pretrained()
-    nt = NeuralTransformer(module, output="logits").fit(X)
-    nt.transform(X)
-    counter = RowCounter(module)
-    out = nt.transform(X)
-    assert counter.rows == len(X)
-    assert _cache._MEMORY.nbytes == 0
+    for module, kept in ((wide(), True), (pretrained(), False), (Slow(), False)):
+        _cache._MEMORY.clear()
+        nt = NeuralTransformer(module, output="logits", batch_size=50).fit(X)  # cache="auto"
+        first = nt.transform(X)
+        counter = RowCounter(module)
+        again = nt.transform(X)
+        assert _decisions() == [kept]
+        assert counter.rows == (0 if kept else len(X))
+        np.testing.assert_allclose(again, first, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(first, run_module(module, X), rtol=1e-5, atol=1e-6)
+
+
+def test_auto_decides_the_same_on_a_slow_machine(data, monkeypatch):
+    """The decision reads no clock: a machine made to look 1000x slower (every
+    clock read jumps) decides exactly as an idle one."""
+    X, _ = data
+    modules = [wide(), pretrained(), Slow(delay=0.0)]
+    idle = []
+    for module in modules:
+        _cache._MEMORY.clear()
+        NeuralTransformer(module, output="logits").fit(X).transform(X)
+        idle += _decisions()
+
+    ticks = itertools.count()
+    for clock in ("perf_counter", "monotonic", "time", "process_time"):
+        monkeypatch.setattr(time, clock, lambda: 1000.0 * next(ticks))
+        monkeypatch.setattr(time, clock + "_ns", lambda: 10**12 * next(ticks))
+    busy = []
+    for module in modules:
+        _cache._MEMORY.clear()
+        NeuralTransformer(module, output="logits").fit(X).transform(X)
+        busy += _decisions()
+    assert busy == idle == [True, False, False]
+
+
+def test_auto_computes_no_costly_row_twice(data):
+    """A model worth caching keeps the counted row's output; a cheap one is run
+    whole, so that repeated calls give bitwise identical results."""
+    X, _ = data
+    for module, kept in ((wide(), True), (pretrained(), False)):
+        cache = OutputCache(_MemoryStore(), auto=True)
+        batches = []
+
+        def compute(rows, module=module, batches=batches):
+            batches.append(len(rows))
+            return run_module(module, rows)
+
+        out = cache.compute("fp", X, compute)
+        assert batches == ([1, len(X) - 1] if kept else [1, len(X)])
+        assert list(cache.memory._decisions.values()) == [kept]
+        np.testing.assert_allclose(out, run_module(module, X), rtol=1e-5, atol=1e-6)
+        np.testing.assert_array_equal(cache.compute("fp", X, compute), out)
+
+
+def test_auto_without_a_count_runs_the_model(data, monkeypatch):
+    """A model the counting mode cannot run is simply run, never cached; a
+    model that fails raises its own error and leaves no decision."""
+    X, _ = data
+
+    def cannot_count(compute, rows):
+        raise NotImplementedError("an operation the mode cannot run")
+
+    monkeypatch.setattr(_cache, "row_flops", cannot_count)
+    module = wide()
+    cache = OutputCache(_MemoryStore(), auto=True)
+    out = cache.compute("fp", X, lambda rows: run_module(module, rows))
     np.testing.assert_allclose(out, run_module(module, X), rtol=1e-5, atol=1e-6)
+    assert list(cache.memory._decisions.values()) == [False]
+
+    def broken(rows):
+        raise RuntimeError("the model fails")
+
+    with pytest.raises(RuntimeError, match="the model fails"):
+        cache.compute("other", X, broken)
+    assert list(cache.memory._decisions.values()) == [False]
 
 
-def test_auto_judges_a_net_only_on_a_long_enough_call(data, monkeypatch):
+def test_auto_counts_a_model_once(data, monkeypatch):
     X, _ = data
-    monkeypatch.setattr(_cache, "_AUTO_MIN_SECONDS", 0.2)
-    slow = NeuralTransformer(Slow(delay=0.3)).fit(X[:2])  # 0.3 s for 2 rows: judged
-    assert _cache._MEMORY.nbytes > 0
-    NeuralTransformer(pretrained()).fit(X).transform(X[:3])  # microseconds: not judged
-    assert list(_cache._MEMORY._decisions.values()) == [True]
-    counter = RowCounter(slow.module_)
-    slow.transform(X[:2])
-    assert counter.rows == 0
+    calls = []
+    real = _cache.row_flops
+    monkeypatch.setattr(_cache, "row_flops", lambda *a: calls.append(1) or real(*a))
+    module = wide()
+    for _ in range(3):
+        clone(NeuralTransformer(module, output="logits")).fit(X).transform(X)
+    assert len(calls) == 1
+    NeuralTransformer(module, output="proba").fit(X).transform(X)  # another output
+    assert len(calls) == 2
 
 
 # -- bounded memory ------------------------------------------------------------
 
 
 def test_memory_is_bounded_and_evicts_least_recently_used():
-    row_bytes = 8 * 4 + _cache._INDEX_BYTES_PER_ROW
+    key_bytes = len(_cache.row_digests(np.zeros((1, 1), dtype=np.float32))[0])
+    row_bytes = 8 * 4 + key_bytes + _cache._INDEX_BYTES_PER_ROW
     store = _MemoryStore(max_bytes=25 * row_bytes)
     cache = OutputCache(store)
     calls = []
@@ -460,3 +427,226 @@ def test_disk_cache_is_shared_by_joblib_workers(data, tmp_path, monkeypatch):
     nt = NeuralTransformer(module, cache=tmp_path).fit(X[:2])
     np.testing.assert_allclose(nt.transform(X), expected, rtol=1e-5, atol=1e-6)
     assert counter.rows == 0
+
+
+# -- disk integrity, across processes ----------------------------------------------
+
+_READER = """
+import json, pickle, sys, warnings
+import numpy as np, torch
+torch.set_num_threads(1)
+from skchain._cache import resolve_cache
+from skchain._runner import run_module
+module, X = pickle.load(open(sys.argv[1], "rb"))
+report = {}
+for case, folder in json.loads(sys.argv[2]).items():
+    computed = []
+    def compute(rows):
+        computed.append(len(rows))
+        return run_module(module, rows)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out = resolve_cache(folder).compute(case, X, compute)
+    np.save(f"{folder}.npy", out)
+    report[case] = {
+        "computed": sum(computed),
+        "warnings": [str(w.message) for w in caught if w.category is UserWarning],
+    }
+print(json.dumps(report))
+"""
+
+_WRITER = """
+import pickle, sys
+import numpy as np
+from joblib import Memory
+from skchain._cache import _DiskStore, row_digests
+keys, values, folder, seed = pickle.load(open(sys.argv[1], "rb"))
+rng = np.random.RandomState(int(seed))
+for _ in range(40):
+    store = _DiskStore(Memory(folder, verbose=0))
+    store.put("n0", keys, values.copy())  # the same block as the other writer
+    take = np.sort(rng.choice(len(keys), size=7, replace=False))
+    store.put("n0", [keys[i] for i in take], values[take])
+"""
+
+
+def _run_python(script, *args):
+    import subprocess
+    import sys
+
+    return subprocess.run(
+        [sys.executable, "-c", script, *map(str, args)], capture_output=True, text=True, check=True
+    )
+
+
+def _block_file(folder):
+    (path,) = folder.rglob("output.pkl")
+    return path
+
+
+def _flip(offset):
+    def corrupt(path):
+        data = bytearray(path.read_bytes())
+        data[offset] ^= 0x01  # one bit: a float's last mantissa bit at the end
+        path.write_bytes(bytes(data))
+
+    return corrupt
+
+
+def _truncate(keep):
+    def corrupt(path):
+        data = path.read_bytes()
+        path.write_bytes(data[: keep(len(data))])
+
+    return corrupt
+
+
+def _garbage(path):
+    path.write_bytes(np.random.RandomState(0).bytes(path.stat().st_size))
+
+
+def _directory(path):
+    path.unlink()
+    path.mkdir()  # unreadable as a file (EISDIR), even for root
+
+
+def _joblib_pickle(path):
+    import joblib
+
+    joblib.dump({"keys": np.zeros((3, 16), np.uint8), "values": np.zeros((3, 3))}, path)
+
+
+def _huge_header(path):
+    import json
+    import struct
+
+    data = path.read_bytes()
+    (size,) = struct.unpack("<Q", data[8:16])
+    header = json.loads(data[16 : 16 + size])
+    header["rows"] = 10**15
+    header = json.dumps(header).encode()
+    path.write_bytes(data[:8] + struct.pack("<Q", len(header)) + header + data[16 + size :])
+
+
+_CORRUPTIONS = {
+    "intact": None,
+    "flip the last value byte": _flip(-1),
+    "flip a magic byte": _flip(0),
+    "flip a header byte": _flip(20),
+    "flip a key byte": _flip(-(200 * 3 * 4) - 40),
+    "truncate to half": _truncate(lambda n: n // 2),
+    "truncate the last value": _truncate(lambda n: n - 4),
+    "empty file": _truncate(lambda n: 0),
+    "garbage": _garbage,
+    "a directory": _directory,
+    "an old joblib pickle": _joblib_pickle,
+    "a header claiming 10**15 rows": _huge_header,
+}
+
+
+def test_corrupt_blocks_are_misses_in_another_process(data, tmp_path):
+    """Blocks written here and damaged are read by a fresh process: never a
+    wrong value, never a crash; recomputed, one warning, rewritten."""
+    X, _ = data
+    X = X[:200]
+    module = pretrained()
+    expected = run_module(module, X)
+    folders = {}
+    for i, (case, corrupt) in enumerate(_CORRUPTIONS.items()):
+        folder = tmp_path / f"case{i}"
+        computed = OutputCache(_MemoryStore(), _cache._disk_store(Memory(str(folder), verbose=0)))
+        np.testing.assert_array_equal(
+            computed.compute(case, X, lambda rows: run_module(module, rows)), expected
+        )
+        if corrupt is not None:
+            corrupt(_block_file(folder))
+        folders[case] = str(folder)
+    with open(tmp_path / "input.pkl", "wb") as handle:
+        pickle.dump((module, X), handle)
+
+    import json
+
+    first = json.loads(_run_python(_READER, tmp_path / "input.pkl", json.dumps(folders)).stdout)
+    for case, report in first.items():
+        np.testing.assert_array_equal(np.load(f"{folders[case]}.npy"), expected, err_msg=case)
+        if case == "intact":
+            assert report == {"computed": 0, "warnings": []}
+        else:
+            assert report["computed"] == len(X), case
+            assert len(report["warnings"]) == 1, (case, report)
+            assert "corrupt or unreadable" in report["warnings"][0]
+
+    # The damaged blocks were rewritten: a third process computes nothing.
+    again = json.loads(_run_python(_READER, tmp_path / "input.pkl", json.dumps(folders)).stdout)
+    assert all(report == {"computed": 0, "warnings": []} for report in again.values()), again
+    for case, folder in folders.items():
+        np.testing.assert_array_equal(np.load(f"{folder}.npy"), expected, err_msg=case)
+
+
+def test_blocks_deleted_mid_run_are_recomputed_quietly(data, tmp_path, recwarn):
+    import shutil
+
+    X, _ = data
+    module = pretrained()
+    counter = RowCounter(module)
+    disk = _cache._disk_store(Memory(tmp_path, verbose=0))
+    cache = OutputCache(_MemoryStore(), disk)
+    expected = cache.compute("fp", X, lambda rows: run_module(module, rows))
+    assert counter.rows == len(X)
+    # Indexed by this process, then removed (Memory.clear, reduce_size, a user).
+    shutil.rmtree(disk.root)
+    fresh = OutputCache(_MemoryStore(), disk)
+    np.testing.assert_array_equal(
+        fresh.compute("fp", X, lambda rows: run_module(module, rows)), expected
+    )
+    assert counter.rows == 2 * len(X)
+    assert not [w for w in recwarn if w.category is UserWarning]
+    assert _block_file(tmp_path).exists()  # written again
+
+
+def test_concurrent_writers_never_show_half_a_block(data, tmp_path):
+    """Two processes write the same blocks (and overlapping ones) over and over
+    while this one reads: every block it finds passes its checks and holds
+    the right values."""
+    import subprocess
+    import sys
+
+    X, _ = data
+    module = pretrained()
+    values = run_module(module, X)
+    keys = _cache.row_digests(X)
+    job = tmp_path / "job.pkl"
+    with open(job, "wb") as handle:
+        pickle.dump((keys, values, str(tmp_path), 0), handle)
+    writers = []
+    for seed in (1, 2):
+        job = tmp_path / f"job{seed}.pkl"
+        with open(job, "wb") as handle:
+            pickle.dump((keys, values, str(tmp_path), seed), handle)
+        writers.append(subprocess.Popen([sys.executable, "-c", _WRITER, str(job)]))
+    reads = 0
+    while any(w.poll() is None for w in writers) or reads == 0:
+        store = _cache._DiskStore(Memory(str(tmp_path), verbose=0))
+        found, missing, bad = store.lookup("n0", keys)
+        assert bad == 0
+        for where, block, rows in found:
+            np.testing.assert_array_equal(block[rows], values[where])
+        reads += 1
+    assert [w.wait() for w in writers] == [0, 0]
+    store = _cache._DiskStore(Memory(str(tmp_path), verbose=0))
+    found, missing, bad = store.lookup("n0", keys)
+    assert bad == 0 and len(missing) == 0
+    leftovers = [p for p in tmp_path.rglob("*") if p.name.startswith(".tmp-")]
+    assert leftovers == []
+
+
+def test_unwritable_folder_warns_and_still_answers(data, tmp_path):
+    X, _ = data
+    module = pretrained()
+    disk = _cache._disk_store(Memory(tmp_path, verbose=0))
+    with open(disk.root, "w") as handle:
+        handle.write("a file where the cache folder should be")
+    cache = OutputCache(_MemoryStore(), disk)
+    with pytest.warns(UserWarning, match="could not write"):
+        out = cache.compute("fp", X, lambda rows: run_module(module, rows))
+    np.testing.assert_array_equal(out, run_module(module, X))

@@ -1,0 +1,304 @@
+"""Fingerprints for the frozen-output cache: what a model is, what a row is.
+
+Two digests address a cached output (see :mod:`skchain._cache`):
+
+- :func:`model_fingerprint`: the module's class and structure (``repr``), a
+  digest of every parameter and buffer (:func:`weights_digest`), and whatever
+  else the caller says decides the output (the layer read, the
+  post-processing, ...; functions are named by :func:`callable_id`).
+- :func:`row_digests`: one key per row, cheap enough to compute for every row
+  of every call (a cache miss must cost almost nothing).
+
+Both are independent of the process, so the disk layer can share them.
+
+Weights are digested once per module object
+-------------------------------------------
+Pretrained modules are shared, not copied, by ``clone`` and the searches, so the
+same module object is fingerprinted on every ``transform`` of every fold and
+candidate. Hashing all its weights each time would cost a pass over them (tens
+of ms for a 90 MB model), so the digest is memoised per module object in a
+:class:`weakref.WeakKeyDictionary` (the memo never keeps a module alive) and
+trusted while every parameter and buffer keeps the same
+
+- storage address (``data_ptr``), shape, stride, dtype and device: replaced
+  tensors, ``load_state_dict`` into new storage, ``.to(...)``, re-assigned
+  ``param.data`` are seen;
+- autograd version counter (``tensor._version``): every in-place write through
+  torch -- optimiser steps, ``load_state_dict``'s ``copy_``, writes under
+  ``torch.no_grad()``, ``nn.init`` functions, BatchNorm's running statistics --
+  bumps it;
+- 16 values sampled across the tensor: writes that bypass the version counter
+  (``param.data.mul_(2)``, writes through ``param.detach().numpy()``) are seen
+  when they change one of them, as any whole-tensor update does.
+
+Not detected: a write that bypasses the version counter *and* changes only
+unsampled values (``param.data[3, 7] = 0.0`` on a large matrix). The user guide
+says so and how to avoid it.
+
+Row keys
+--------
+A numeric row's key is a universal hash computed for all rows at once by one
+matrix product: the row's bytes, read as ``w`` unsigned words, times a fixed
+pseudo-random integer matrix ``R`` (``w x c``), in float64. Every term and
+partial sum is an integer below 2**53, so the product is exact -- the same key
+on any CPU, BLAS, batch size or process. For two different rows ``x != y`` and
+one column ``r`` of ``R`` with entries drawn from ``[0, 2**b)``, ``(x - y) . r
+== 0`` holds for at most one value of ``r_i`` at a coordinate where the rows
+differ, so with probability at most ``2**-b``; ``c`` columns with ``b * c >=
+128`` bound a collision of two given rows by ``2**-128``, as a 128-bit
+cryptographic digest would. ``R`` comes from SHAKE-256 of a fixed label (not
+from the data), so that bound holds for any data not built against ``R``. It is
+3-5x cheaper than hashing each row with ``hashlib`` (a Python call per row;
+measured in ``benchmarks/bench_cache.py``). Texts are keyed by a 128-bit
+BLAKE2b of their UTF-8 bytes: encoding a text costs far more than hashing it.
+"""
+
+import functools
+import hashlib
+import math
+import re
+import threading
+import weakref
+
+import numpy as np
+import torch
+
+__all__ = ["callable_id", "model_fingerprint", "row_digests", "weights_digest"]
+
+DIGEST_SIZE = 16
+_FORMAT_TAG = b"skchain-output-cache-v2"
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
+# Values sampled from each tensor for the memo check of weights_digest.
+_PROBE_VALUES = 16
+
+
+# -- the weights ---------------------------------------------------------------
+
+
+def _is_uninitialized(tensor):
+    return isinstance(tensor, torch.nn.parameter.UninitializedTensorMixin)
+
+
+def named_tensors(module):
+    """Every parameter and buffer of ``module``, each once."""
+    yield from module.named_parameters(remove_duplicate=True)
+    yield from module.named_buffers(remove_duplicate=True)
+
+
+def _plain(tensor):
+    """``tensor``'s values as a dense, strided tensor on its own device."""
+    tensor = tensor.detach()
+    if tensor.layout != torch.strided:
+        tensor = tensor.to_dense()
+    if tensor.is_quantized:
+        tensor = tensor.int_repr()
+    return tensor
+
+
+def _probe(tensor):
+    """A few of the tensor's values, spread over it, as bytes."""
+    flat = _plain(tensor).reshape(-1)
+    n = flat.numel()
+    if n > _PROBE_VALUES:
+        flat = flat[:: n // _PROBE_VALUES][:_PROBE_VALUES]
+    return flat.cpu().contiguous().view(torch.uint8).numpy().tobytes()
+
+
+def _state(module):
+    """What changes when a tensor of ``module`` changes (see the module doc)."""
+    state = []
+    for name, tensor in named_tensors(module):
+        if _is_uninitialized(tensor):
+            state.append((name, "uninitialized"))
+            continue
+        state.append(
+            (
+                name,
+                tensor.data_ptr(),
+                tensor._version,
+                tuple(tensor.shape),
+                tensor.stride() if tensor.layout == torch.strided else None,
+                str(tensor.dtype),
+                str(tensor.device),
+                _probe(tensor),
+            )
+        )
+    return tuple(state)
+
+
+def _update(hasher, text):
+    data = text if isinstance(text, bytes) else str(text).encode("utf-8", "surrogatepass")
+    hasher.update(len(data).to_bytes(8, "little"))
+    hasher.update(data)
+
+
+def hash_weights(module):
+    """SHA-256 of every parameter and buffer (names, dtypes, shapes, bytes)."""
+    hasher = hashlib.sha256()
+    for name, tensor in named_tensors(module):
+        _update(hasher, name)
+        if _is_uninitialized(tensor):
+            _update(hasher, "uninitialized")
+            continue
+        tensor = _plain(tensor)
+        _update(hasher, f"{tensor.dtype}{tuple(tensor.shape)}")
+        data = tensor.cpu().contiguous().reshape(-1).view(torch.uint8).numpy()
+        hasher.update(memoryview(data))
+    return hasher.hexdigest()
+
+
+_WEIGHTS_MEMO = weakref.WeakKeyDictionary()
+_WEIGHTS_LOCK = threading.Lock()
+
+
+def weights_digest(module):
+    """:func:`hash_weights` of ``module``, memoised per module object while its
+    tensors are unchanged (what is and is not detected: see the module doc)."""
+    state = _state(module)
+    with _WEIGHTS_LOCK:
+        memo = _WEIGHTS_MEMO.get(module)
+    if memo is not None and memo[0] == state:
+        return memo[1]
+    digest = hash_weights(module)
+    with _WEIGHTS_LOCK:
+        _WEIGHTS_MEMO[module] = (state, digest)
+    return digest
+
+
+# -- what else decides an output -----------------------------------------------
+
+
+def stable_repr(value):
+    """``repr`` without memory addresses, so it is the same in every process."""
+    return _ADDRESS.sub("", repr(value))
+
+
+def callable_id(fn):
+    """A process-independent description of a function (no memory addresses).
+
+    Functions are named by module and qualified name plus a hash of their
+    bytecode and constants, so two lambdas with different bodies differ;
+    ``functools.partial`` objects by their function and arguments.
+    """
+    if fn is None:
+        return None
+    if isinstance(fn, functools.partial):
+        kwargs = sorted((k, stable_repr(v)) for k, v in fn.keywords.items())
+        args = tuple(stable_repr(a) for a in fn.args)
+        return ("partial", callable_id(fn.func), args, tuple(kwargs))
+    name = getattr(fn, "__qualname__", None)
+    if name is None:
+        return (f"{type(fn).__module__}.{type(fn).__qualname__}", stable_repr(fn))
+    ident = f"{getattr(fn, '__module__', None)}.{name}"
+    code = getattr(fn, "__code__", None)
+    if code is not None:
+        body = hashlib.blake2b(code.co_code, digest_size=8)
+        _update(body, stable_repr(code.co_consts))
+        ident += ":" + body.hexdigest()
+    return ident
+
+
+def model_fingerprint(module, *parts):
+    """Digest of what decides a module's outputs: its class and structure, its
+    weights, and ``parts`` (any values with a stable ``repr``: the layer read,
+    the post-processing, normalisation, ...).
+
+    Two modules with equal fingerprints give equal outputs for equal rows, in
+    this process or another one.
+    """
+    hasher = hashlib.blake2b(digest_size=DIGEST_SIZE)
+    hasher.update(_FORMAT_TAG)
+    cls = type(module)
+    _update(hasher, f"{cls.__module__}.{cls.__qualname__}")
+    _update(hasher, stable_repr(module))
+    _update(hasher, weights_digest(module))
+    for part in parts:
+        _update(hasher, stable_repr(part))
+    return hasher.hexdigest()
+
+
+# -- row keys ------------------------------------------------------------------
+
+# float64 represents every integer below 2**53 exactly.
+_EXACT_BITS = 53
+_KEY_BITS = 128
+# Rows hashed per matrix product: the float64 copy of a chunk stays in cache.
+_CHUNK_BYTES = 1 << 18
+
+
+def is_array(rows):
+    return isinstance(rows, np.ndarray) and rows.dtype != object
+
+
+@functools.lru_cache(maxsize=64)
+def _key_plan(row_bytes):
+    """Word size, and the hashing matrix, for rows of ``row_bytes`` bytes.
+
+    Wider words mean fewer words to convert but fewer bits per column before
+    the sum could exceed 2**53; the plan with the least work is chosen.
+    """
+    best = None
+    for word in (4, 2, 1):
+        if row_bytes % word:
+            continue
+        n_words = row_bytes // word
+        bits = _EXACT_BITS - math.ceil(math.log2(n_words * (2 ** (8 * word) - 1) + 1))
+        if bits < 8:
+            continue
+        cols = -(-_KEY_BITS // bits)
+        cost = n_words * (cols + 2)  # the product, plus converting the words
+        if best is None or cost < best[0]:
+            best = (cost, word, n_words, bits, cols)
+    _, word, n_words, bits, cols = best
+    stream = hashlib.shake_256(f"skchain-row-key:{word}:{n_words}".encode())
+    raw = np.frombuffer(stream.digest(8 * n_words * cols), dtype="<u8")
+    matrix = (raw >> np.uint64(64 - bits)).astype(np.float64).reshape(n_words, cols)
+    matrix.flags.writeable = False
+    return np.dtype(f"<u{word}"), matrix
+
+
+def _array_keys(rows):
+    rows = np.ascontiguousarray(rows)
+    n = rows.shape[0]
+    if n == 0:
+        return []
+    flat = rows.reshape(n, -1)
+    row_bytes = flat.shape[1] * flat.dtype.itemsize
+    if row_bytes == 0:
+        return [b""] * n
+    word, matrix = _key_plan(row_bytes)
+    words = flat.view(np.uint8).view(word)
+    n_words, cols = matrix.shape
+    keys = np.empty((n, cols), dtype=np.float64)
+    chunk = max(1, _CHUNK_BYTES // (8 * n_words))
+    buffer = np.empty((min(chunk, n), n_words), dtype=np.float64)
+    for start in range(0, n, chunk):
+        stop = min(n, start + chunk)
+        part = buffer[: stop - start]
+        np.copyto(part, words[start:stop], casting="unsafe")
+        np.matmul(part, matrix, out=keys[start:stop])
+    # One bytes object per row, made in C: the keys of the dictionaries.
+    return keys.view(np.dtype((np.void, 8 * cols))).ravel().tolist()
+
+
+def row_digests(rows):
+    """One key (``bytes``) per row; equal rows give equal keys, in any process.
+
+    ``rows`` is a numeric ndarray (its rows' bytes are keyed, so pass the array
+    in the dtype the model sees; memory order does not matter) or a sequence
+    of ``str``.
+    """
+    if is_array(rows):
+        return _array_keys(rows)
+    blake2b = hashlib.blake2b
+    return [
+        blake2b(text.encode("utf-8", "surrogatepass"), digest_size=DIGEST_SIZE).digest()
+        for text in rows
+    ]
+
+
+def row_format(rows):
+    """What, besides its bytes, a row key depends on: dtype and row shape."""
+    if is_array(rows):
+        return ("array", rows.dtype.str, tuple(rows.shape[1:]))
+    return ("text",)

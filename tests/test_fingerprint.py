@@ -1,0 +1,254 @@
+import functools
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from sklearn.base import clone
+from torch import nn
+
+from skchain import NeuralTransformer, _fingerprint
+from skchain._fingerprint import (
+    callable_id,
+    hash_weights,
+    model_fingerprint,
+    row_digests,
+    weights_digest,
+)
+
+
+def pretrained(seed=0):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(30, 16), nn.ReLU(), nn.Linear(16, 3))
+
+
+# -- row keys --------------------------------------------------------------------
+
+
+def test_row_keys_follow_row_content():
+    X = np.arange(12, dtype=np.float32).reshape(4, 3)
+    keys = row_digests(X)
+    assert len(set(keys)) == 4 and len({len(k) for k in keys}) == 1
+    assert row_digests(X.copy()) == keys
+    assert row_digests(X[[2, 0]]) == [keys[2], keys[0]]
+    # Fortran order or a strided view keys the row values, not the memory layout.
+    assert row_digests(np.asfortranarray(X)) == keys
+    assert row_digests(np.vstack([X, X])[::2]) == keys[:1] + keys[2:3] + keys[:1] + keys[2:3]
+    bumped = X.copy()
+    bumped[1, 2] = np.nextafter(bumped[1, 2], np.float32(np.inf))
+    assert row_digests(bumped)[1] != keys[1]
+    assert row_digests(bumped)[0] == keys[0]
+    texts = ["a cat", "a dog", "a cat"]
+    digests = row_digests(texts)
+    assert digests[0] == digests[2] != digests[1]
+
+
+def _exact_keys(X):
+    """The keys computed with Python integers: what the float64 product must equal."""
+    flat = np.ascontiguousarray(X).reshape(len(X), -1)
+    word, matrix = _fingerprint._key_plan(flat.shape[1] * flat.dtype.itemsize)
+    words = flat.view(np.uint8).view(word)
+    R = [[int(v) for v in row] for row in matrix]
+    return [
+        [sum(int(w) * R[i][j] for i, w in enumerate(row)) for j in range(matrix.shape[1])]
+        for row in words
+    ]
+
+
+@pytest.mark.parametrize(
+    "X",
+    [
+        np.random.RandomState(0).rand(5, 37).astype(np.float32),
+        np.full((2, 300), np.float32(np.nan)).view(np.uint32) | np.uint32(0xFFFFFFFF),
+        np.random.RandomState(1).randint(-128, 127, size=(4, 7)).astype(np.int8),
+        np.random.RandomState(2).rand(3, 5).astype(np.float16),
+        np.random.RandomState(3).rand(2, 3, 4),
+    ],
+    ids=["float32", "all-ones-bits", "int8-odd-width", "float16-odd-width", "float64-3d"],
+)
+def test_row_keys_are_exact_integers(X):
+    """Every sum in the product stays below 2**53, so the key is exact: the same
+    on any BLAS, in any batch, for the largest possible words."""
+    keys = row_digests(X)
+    exact = _exact_keys(X)
+    for key, values in zip(keys, exact, strict=True):
+        assert np.frombuffer(key, dtype=np.float64).tolist() == [float(v) for v in values]
+        assert all(v < 2**53 for v in values)
+    one_by_one = [row_digests(X[i : i + 1])[0] for i in range(len(X))]
+    assert one_by_one == keys
+
+
+def test_row_keys_have_128_bits_or_more():
+    for row_bytes in (4, 12, 256, 2048, 4096, 600_000, 7):
+        _, matrix = _fingerprint._key_plan(row_bytes)
+        words, cols = matrix.shape
+        largest_word = 2 ** (8 * row_bytes // words) - 1
+        # Entries drawn from [0, 2**bits), as large as exactness allows.
+        bits = 53 - int(np.ceil(np.log2(words * largest_word + 1)))
+        assert matrix.max() < 2**bits and bits * cols >= 128, row_bytes
+        assert words * largest_word * (2**bits - 1) < 2**53
+        assert np.all(matrix == np.floor(matrix))
+
+
+def test_row_keys_tell_one_bit_apart():
+    base = np.zeros((1, 64), dtype=np.float32)
+    rows = np.repeat(base, 64 * 32, axis=0)
+    bits = rows.view(np.uint32)
+    for i in range(64 * 32):
+        bits[i, i // 32] = np.uint32(1) << np.uint32(i % 32)
+    keys = row_digests(np.vstack([base, rows]))
+    assert len(set(keys)) == len(keys)
+
+
+def test_row_keys_are_the_same_in_another_process():
+    X = np.random.RandomState(0).rand(3, 5).astype(np.float32)
+    script = (
+        "import numpy as np; from skchain._fingerprint import row_digests;"
+        "X = np.random.RandomState(0).rand(3, 5).astype(np.float32);"
+        "print([k.hex() for k in row_digests(X)] + [k.hex() for k in row_digests(['a b'])])"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    expected = [k.hex() for k in row_digests(X)] + [k.hex() for k in row_digests(["a b"])]
+    assert out.stdout.strip() == repr(expected)
+
+
+# -- the weights -------------------------------------------------------------------
+
+
+def _sgd_step(module):
+    opt = torch.optim.SGD(module.parameters(), lr=0.1)
+    module(torch.randn(4, 30)).sum().backward()
+    opt.step()
+
+
+def _adam_step(module):
+    opt = torch.optim.Adam(module.parameters(), lr=0.1)
+    module(torch.randn(4, 30)).sum().backward()
+    opt.step()
+
+
+def _load_other(module):
+    module.load_state_dict(pretrained(seed=1).state_dict())
+
+
+def _no_grad_add(module):
+    with torch.no_grad():
+        module[0].weight.add_(1e-3)
+
+
+def _data_mul(module):
+    # Writes through .data bypass autograd's version counter.
+    module[2].weight.data.mul_(2.0)
+
+
+def _numpy_write(module):
+    module[2].bias.detach().numpy()[:] = 0.5
+
+
+def _replace_parameter(module):
+    module[2].weight = nn.Parameter(module[2].weight.detach() + 1.0)
+
+
+def _init_normal(module):
+    nn.init.normal_(module[0].weight)
+
+
+def _single_element(module):
+    with torch.no_grad():
+        module[0].weight[3, 7] += 1.0
+
+
+def _to_double(module):
+    module.double()
+
+
+@pytest.mark.parametrize(
+    "write",
+    [
+        _sgd_step,
+        _adam_step,
+        _load_other,
+        _no_grad_add,
+        _data_mul,
+        _numpy_write,
+        _replace_parameter,
+        _init_normal,
+        _single_element,
+        _to_double,
+    ],
+)
+def test_weights_digest_sees_every_kind_of_write(write):
+    module = pretrained()
+    before = weights_digest(module)
+    write(module)
+    after = weights_digest(module)
+    assert after != before
+    assert after == hash_weights(module)  # the memo never lags the weights
+
+
+def test_the_documented_gap():
+    """What the memo does not see, as the user guide says: a write that bypasses
+    the version counter and changes only unsampled values."""
+    module = pretrained()
+    before = weights_digest(module)
+    module[0].weight.data[0, 1] += 1.0  # not one of the 16 sampled values
+    assert weights_digest(module) == before != hash_weights(module)
+    with torch.no_grad():  # the same write through torch is seen
+        module[0].weight[0, 1] += 1.0
+    assert weights_digest(module) == hash_weights(module) != before
+
+
+def test_weights_digest_sees_buffers():
+    module = nn.Sequential(nn.Linear(30, 4), nn.BatchNorm1d(4))
+    before = weights_digest(module)
+    module.train()(torch.randn(8, 30))  # updates running statistics only
+    assert weights_digest(module) != before
+
+
+def test_a_shared_module_is_hashed_once(monkeypatch):
+    """Clones that share one module (and every fit and transform of them)
+    fingerprint it from the memo: its weights are hashed once."""
+    calls = []
+    monkeypatch.setattr(_fingerprint, "hash_weights", lambda m: calls.append(1) or hash_weights(m))
+    module = pretrained()
+    X = np.random.RandomState(0).rand(20, 30).astype(np.float32)
+    fingerprints = {model_fingerprint(module, "logits") for _ in range(10)}
+    assert len(fingerprints) == 1 and len(calls) == 1
+    nt = NeuralTransformer(module, output="logits", cache=True)
+    for _ in range(3):
+        fitted = clone(nt).fit(X)
+        fitted.transform(X)
+        if fitted.module_ is module:  # shared, not copied: no new hash
+            assert len(calls) == 1
+    _no_grad_add(module)
+    weights_digest(module)
+    assert len(calls) >= 2
+
+
+def test_the_memo_does_not_keep_modules_alive():
+    import gc
+    import weakref
+
+    module = pretrained()
+    weights_digest(module)
+    ref = weakref.ref(module)
+    del module
+    gc.collect()
+    assert ref() is None
+
+
+def test_fingerprint_covers_structure_and_output_description():
+    a, b = pretrained(), pretrained()
+    assert model_fingerprint(a, "proba") == model_fingerprint(b, "proba")
+    assert model_fingerprint(a, "proba") != model_fingerprint(a, "logits")
+    b[1] = nn.Tanh()  # same weights, another activation
+    assert model_fingerprint(a, "proba") != model_fingerprint(b, "proba")
+
+
+def test_callable_id_is_stable_and_tells_bodies_apart():
+    softmax = functools.partial(torch.softmax, dim=-1)
+    assert callable_id(softmax) == callable_id(functools.partial(torch.softmax, dim=-1))
+    assert "0x" not in repr(callable_id(softmax))
+    assert callable_id(softmax) != callable_id(functools.partial(torch.softmax, dim=0))
+    assert callable_id(lambda t: t * 2) != callable_id(lambda t: t * 3)
