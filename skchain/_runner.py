@@ -110,6 +110,21 @@ def check_rows(estimator, X, *, reset, allow_nan=False):
     the same array, so the same result. Values beyond float32's range become
     infinity in the conversion and are reported as such, naming the fix.
     """
+    if (
+        not reset
+        and type(X) is np.ndarray
+        and X.dtype == np.float32
+        and X.ndim == 2
+        and X.flags.c_contiguous
+        and X.shape[0] >= 1
+        and X.shape[1] == getattr(estimator, "n_features_in_", -1)
+        and not hasattr(estimator, "feature_names_in_")
+        and (allow_nan or np.isfinite(X).all())
+    ):
+        # Already what validate_data would return (float32, C order, the
+        # fitted width, no names to compare): its checks cost several times a
+        # small net's forward pass, so a 1-row transform skips them.
+        return X
     X = validate_data(
         estimator,
         X,
@@ -163,6 +178,11 @@ def eval_mode(module):
     The user's module is left exactly in the training state it came in.
     """
     flags = [(m, m.training) for m in module.modules()]
+    if not any(flag for _, flag in flags):
+        # Already in eval mode (a pretrained module usually is): nothing to
+        # flip or restore.
+        yield module
+        return
     module.eval()
     try:
         yield module
