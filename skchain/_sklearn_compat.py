@@ -18,8 +18,9 @@ cannot be imported; they are listed here so that they are checked together:
   ``_check_input_parameters``, ``_run_search(evaluate_candidates)``: the
   pieces of ``BaseSearchCV.fit`` around the evaluation loop, reused so that
   scoring, ranking, refit selection, routing and ``cv_results_`` formatting
-  stay scikit-learn's own (all exist since 1.4, where ``_get_scorers`` and
-  ``_get_routed_params_for_fit`` were introduced with metadata routing).
+  stay scikit-learn's own. All exist in 1.6 with the signatures used here;
+  ``_get_scorers()`` took a ``convert_multimetric`` argument in 1.4, and
+  ``_get_routed_params_for_fit`` appeared in 1.4 with metadata routing.
 - ``_init_callback_context`` and ``_run_search(..., callback_ctx=)``: the
   fit-callback API of scikit-learn >= 1.9; used only when ``_run_search``
   accepts ``callback_ctx`` (checked with :func:`inspect.signature`).

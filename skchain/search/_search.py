@@ -30,7 +30,7 @@ from .._sklearn_compat import (
 )
 from ._fold import Candidate, Context, evaluate_group, failure_result, fit_common_prefix
 from ._prefix_tree import common_depth, group_by_prefix, prefix_ids
-from ._step_params import check_step_names, routing_enabled, step_params
+from ._step_params import check_step_names, check_transform_input, routing_enabled, step_params
 
 __all__ = ["ChainRandomizedSearchCV", "ChainSearchCV"]
 
@@ -70,6 +70,7 @@ class _ChainSearchMixin:
                 "The pipeline's last step is 'passthrough'; a search needs a final "
                 "estimator to score. Put an estimator last."
             )
+        check_transform_input(self.estimator)
 
     def _candidates(self, candidate_params, X, fit_params):
         """One :class:`Candidate` per parameter dict, or a routing error.
@@ -91,7 +92,7 @@ class _ChainSearchMixin:
             try:
                 params = step_params(pipe, fit_params)
             except Exception:
-                if self.error_score == "raise" or len(pipes) == 1:
+                if self.error_score == "raise":
                     raise
                 failed[index] = format_exc()
                 continue
@@ -451,6 +452,16 @@ class ChainSearchCV(_ChainSearchMixin, GridSearchCV):
     The pipeline's own ``memory`` and ``verbose`` apply to the refit only:
     during the search, steps are fitted one at a time rather than through
     ``Pipeline.fit``.
+
+    Metadata routing (``sklearn.set_config(enable_metadata_routing=True)``)
+    works as in :class:`~sklearn.model_selection.GridSearchCV`: each step gets
+    what it requested with ``set_fit_request``, the splitter ``groups``, the
+    scorer what it requested with ``set_score_request``.
+    ``Pipeline(transform_input=...)`` is not supported (``ValueError``).
+
+    ``KeyboardInterrupt`` is never recorded as a failed candidate: it ends
+    the search, and a search that fails or is interrupted keeps no fitted
+    attribute, not even from an earlier fit.
 
     Examples
     --------

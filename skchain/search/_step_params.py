@@ -16,7 +16,13 @@ from sklearn.utils.metadata_routing import process_routing
 
 from .._sklearn_compat import _check_method_params
 
-__all__ = ["fold_step_params", "routing_enabled", "step_params"]
+__all__ = [
+    "check_step_names",
+    "check_transform_input",
+    "fold_step_params",
+    "routing_enabled",
+    "step_params",
+]
 
 _METHODS = ("fit", "fit_transform", "transform")
 
@@ -38,6 +44,17 @@ def check_step_names(params, step_names):
             )
 
 
+def check_transform_input(pipeline):
+    """``Pipeline(transform_input=...)`` (routing only) cannot be honoured step by step."""
+    if routing_enabled() and getattr(pipeline, "transform_input", None) is not None:
+        raise ValueError(
+            "Chain searches fit steps one at a time and cannot transform "
+            "metadata through earlier steps: Pipeline(transform_input="
+            f"{pipeline.transform_input!r}) is not supported. Use "
+            "sklearn.model_selection.GridSearchCV for this pipeline."
+        )
+
+
 def step_params(pipeline, params):
     """``{step name: {method: kwargs}}`` for one candidate's pipeline.
 
@@ -46,17 +63,15 @@ def step_params(pipeline, params):
     """
     names = [name for name, _ in pipeline.steps]
     if routing_enabled():
-        if getattr(pipeline, "transform_input", None) is not None:
-            raise ValueError(
-                "Chain searches fit steps one at a time and cannot transform "
-                "metadata through earlier steps: Pipeline(transform_input="
-                f"{pipeline.transform_input!r}) is not supported. Use "
-                "sklearn.model_selection.GridSearchCV for this pipeline."
-            )
+        if not params:
+            return {name: {} for name in names}
         routed = process_routing(pipeline, "fit", **params)
+        # `.get`, not `in`: process_routing's result for no metadata supports
+        # neither `in` nor iteration (`in` would loop forever on it).
+        per_step = {name: routed.get(name) for name in names}
         return {
-            name: {m: dict(routed[name].get(m, {})) for m in _METHODS} if name in routed else {}
-            for name in names
+            name: {} if step is None else {m: dict(step.get(m, {})) for m in _METHODS}
+            for name, step in per_step.items()
         }
     per_step = {name: {} for name in names}
     for key, value in params.items():
