@@ -11,7 +11,15 @@ processes are counted too):
 - ``GridSearchCV``: every candidate retrains the net on every fold;
 - ``GridSearchCV`` over ``Pipeline(memory=joblib.Memory(tmpdir))``, cold cache;
 - a hand-written shared-prefix loop (the reference for speed);
-- ``ChainSearchCV`` at ``n_jobs=1`` and ``n_jobs=2``.
+- ``ChainSearchCV`` at ``n_jobs=1`` and ``n_jobs=2``;
+- dask-ml's ``GridSearchCV`` (the only peer: it also merges shared pipeline
+  prefixes, building one dask graph for all candidates and folds) on dask's
+  synchronous scheduler (one thread, like ``n_jobs=1``) and on its threaded
+  scheduler with 2 workers. Optional: needs ``pip install dask-ml`` (the
+  ``bench`` extra of setup.cfg); without it these rows are left out. On the
+  threaded scheduler seeded nets train in two threads of one process, which
+  share torch's global generator unless skchain serialises seeded training;
+  the last column shows whether its scores still equal ``GridSearchCV``'s.
 
 Goals: ChainSearchCV >= 0.9x the speed of the hand-written loop, faster than
 the cold ``Pipeline(memory=)``, and faster at ``n_jobs=2`` than at ``n_jobs=1``.
@@ -23,7 +31,7 @@ each worker, the case the issue measured; that run is off by default because it
 is very slow (a ``--quick --oversubscribed`` run on 2 busy cores took 188 s
 against 6 s for ``n_jobs=1``) and hogs a shared machine.
 
-Run: ``python benchmarks/bench_search.py [--quick] [--oversubscribed]``.
+Run: ``python benchmarks/bench_search.py [--quick] [--rounds N] [--oversubscribed]``.
 """
 
 import argparse
@@ -52,6 +60,13 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import markdown_table, write_section  # noqa: E402
 
 from skchain import ChainSearchCV, NeuralTransformer  # noqa: E402
+
+try:
+    from dask_ml.model_selection import GridSearchCV as DaskGridSearchCV
+except ImportError:  # optional reference (extra "bench")
+    DaskGridSearchCV = None
+
+DASK_METHODS = ["dask-ml GridSearchCV, sync scheduler", "dask-ml GridSearchCV, 2 threads"]
 
 
 class DigitsMLP(nn.Module):
@@ -167,6 +182,16 @@ def run(method, X, y, epochs, tmp, round_id):
         cache = tempfile.mkdtemp(dir=tmp)
         pipe = make_pipe(epochs, counter, memory=Memory(cache, verbose=0))
         means = GridSearchCV(pipe, GRID, cv=cv).fit(X, y).cv_results_["mean_test_score"]
+    elif method.startswith("dask-ml"):
+        threaded = "threads" in method
+        search = DaskGridSearchCV(
+            make_pipe(epochs, counter),
+            GRID,
+            cv=cv,
+            scheduler="threads" if threaded else "sync",
+            n_jobs=2 if threaded else 1,
+        )
+        means = search.fit(X, y).cv_results_["mean_test_score"]
     elif method == "hand-written shared-prefix loop":
         means = hand_written(make_pipe(epochs, counter), X, y, cv)
     else:
@@ -185,6 +210,7 @@ def main(argv=None):
         action="store_true",
         help="also time GridSearchCV n_jobs=2 with 2 torch threads forced per worker (slow)",
     )
+    parser.add_argument("--rounds", type=int, default=None, help="interleaved rounds (5)")
     args = parser.parse_args(argv)
     # One torch and one BLAS thread in the main process: the small net gains
     # nothing from more, and on a busy 2-core machine spinning OpenMP/BLAS
@@ -193,6 +219,8 @@ def main(argv=None):
     torch.set_num_threads(1)
     threadpool_limits(limits=1)
     epochs, rounds = (2, 1) if args.quick else (10, 5)
+    if args.rounds is not None:
+        rounds = args.rounds
     X, y = load_digits(return_X_y=True)
     X = X.astype(np.float32)
     methods = [
@@ -201,6 +229,10 @@ def main(argv=None):
         "ChainSearchCV, n_jobs=1",
         "ChainSearchCV, n_jobs=2",
     ]
+    if DaskGridSearchCV is not None:
+        methods += DASK_METHODS
+    else:
+        print("dask-ml is not installed: its rows are left out (pip install dask-ml)")
     times = {m: [] for m in methods}
     counts, scores = {}, {}
     load_start = os.getloadavg()[0]
@@ -278,6 +310,22 @@ def main(argv=None):
         ("ChainSearchCV n_jobs=2 faster than n_jobs=1", parallel_speedup > 1),
         ("plain GridSearchCV n_jobs=2 (threads limited) faster than n_jobs=1", limited < reference),
     ]
+    dask_note = "dask-ml is not installed: no dask-ml rows."
+    if DaskGridSearchCV is not None:
+        pairs = [
+            ("ChainSearchCV, n_jobs=1", DASK_METHODS[0]),
+            ("ChainSearchCV, n_jobs=2", DASK_METHODS[1]),
+        ]
+        ratios = {
+            ours: float(np.median([d / c for c, d in zip(times[ours], times[dask], strict=True)]))
+            for ours, dask in pairs
+        }
+        dask_note = (
+            "Against dask-ml's `GridSearchCV` (same rounds): `ChainSearchCV` `n_jobs=1` is "
+            f"{ratios[pairs[0][0]]:.2f}x the speed of dask-ml on the synchronous scheduler, "
+            f"`n_jobs=2` {ratios[pairs[1][0]]:.2f}x the speed of dask-ml on 2 threads "
+            "(median over rounds of the per-round ratio; above 1: ChainSearchCV is faster)."
+        )
     body = "\n\n".join(
         [
             f"Digits (1797 x 64), StandardScaler -> NeuralTransformer(skorch MLP 64-128-64-10, "
@@ -292,6 +340,7 @@ def main(argv=None):
             "end (the 2 cores are shared with other jobs; a load above 1 leaves "
             "`n_jobs=2` no free core).",
             markdown_table(rows, list(rows[0])),
+            dask_note,
             "ChainSearchCV `n_jobs=2` against `n_jobs=1`, run back to back in each round: "
             f"median speed-up {parallel_speedup:.2f}x (per round: "
             + ", ".join(f"{r:.2f}x" for r in per_round)
