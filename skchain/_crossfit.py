@@ -17,9 +17,9 @@ included).
 import numpy as np
 from sklearn.model_selection import check_cv
 from sklearn.utils import check_random_state
-from sklearn.utils.validation import _check_method_params
 
 from ._parallel import parallel_map
+from ._sklearn_compat import _check_method_params
 
 __all__ = ["resolve_cv", "check_splits", "fold_seeds", "cross_fit"]
 

@@ -5,8 +5,7 @@ from numbers import Integral
 
 import numpy as np
 import torch
-from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
-from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import column_or_1d
 from torch import nn
@@ -14,6 +13,7 @@ from torch import nn
 from ._members import fit_or_restore, run_torch
 from ._repr import DocLinkMixin
 from ._runner import check_rows, normalize_proba, to_proba
+from ._sklearn_compat import Interval, StrOptions, _fit_context
 
 __all__ = ["ModuleClassifier"]
 

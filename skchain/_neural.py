@@ -8,12 +8,11 @@ from numbers import Integral
 
 import numpy as np
 import torch
-from sklearn.base import BaseEstimator, TransformerMixin, _fit_context, clone
+from sklearn.base import BaseEstimator, TransformerMixin, clone
 from sklearn.preprocessing import LabelEncoder
 from sklearn.utils import check_random_state
-from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import _check_sample_weight, check_is_fitted
+from sklearn.utils.validation import check_is_fitted
 from torch import nn
 from torch.utils.data import DataLoader
 
@@ -29,6 +28,14 @@ from ._runner import (
     module_device,
     resolve_device,
     run_module,
+)
+from ._sklearn_compat import (
+    HasMethods,
+    Interval,
+    StrOptions,
+    _check_feature_names_in,
+    _check_sample_weight,
+    _fit_context,
 )
 from ._training import TRAINING_LOCK, draw_seed, seeded, train_net
 
@@ -736,8 +743,6 @@ class NeuralTransformer(DocLinkMixin, TransformerMixin, BaseEstimator):
         feature_names_out : ndarray of str objects
         """
         check_is_fitted(self)
-        from sklearn.utils.validation import _check_feature_names_in
-
         _check_feature_names_in(self, input_features, generate_names=False)
         return self._feature_names_out.copy()
 

@@ -42,7 +42,12 @@ def limit_threads(n_threads):
         torch.set_num_threads(previous)
 
 
-def _call_limited(fn, n_threads, args, kwargs):
+def _call_limited(fn, n_threads, caller_pid, args, kwargs):
+    if os.getpid() == caller_pid:
+        # A thread of the caller's own process (joblib's threading backend,
+        # dask's threaded scheduler): torch's thread count is process-wide, so
+        # tasks setting and restoring it at once would leave it wrong.
+        return fn(*args, **kwargs)
     with limit_threads(n_threads):
         return fn(*args, **kwargs)
 
@@ -62,5 +67,6 @@ def parallel_map(fn, tasks, *, n_jobs=None, verbose=0, pre_dispatch="2*n_jobs"):
     n_threads = threads_per_task(n_jobs)
     parallel = Parallel(n_jobs=n_jobs, verbose=verbose, pre_dispatch=pre_dispatch)
     return parallel(
-        delayed(_call_limited)(fn, n_threads, args, kwargs) for args, kwargs in tasks
+        delayed(_call_limited)(fn, n_threads, os.getpid(), args, kwargs)
+        for args, kwargs in tasks
     )

@@ -6,7 +6,8 @@ here, each with why it is needed and since which release it exists under this
 name and signature, so that a new (or the oldest supported) scikit-learn
 release breaks one file, visibly.
 
-``setup.cfg`` declares ``scikit-learn>=1.6``: every name below exists there.
+``setup.cfg`` declares ``scikit-learn>=1.9`` (the oldest release the suite
+runs with, ``.ci/oldest``): every name below exists there.
 
 Private *methods* that the chain searches inherit from
 :class:`~sklearn.model_selection.GridSearchCV` and call from their own
@@ -69,10 +70,13 @@ from sklearn.utils.metaestimators import _safe_split
 #   call `validate_data` (their X is not an array, e.g. a list of texts).
 # - _check_feature_names_in (since 1.0): the input_features rule of
 #   `get_feature_names_out` (None -> feature_names_in_ or x0..xn).
+# - _check_sample_weight (since 0.24): validates a `sample_weight` against X
+#   (length, dtype, non-negative) with scikit-learn's messages.
 from sklearn.utils.validation import (
     _check_feature_names,
     _check_feature_names_in,
     _check_method_params,
+    _check_sample_weight,
 )
 
 __all__ = [
@@ -82,6 +86,7 @@ __all__ = [
     "_check_feature_names",
     "_check_feature_names_in",
     "_check_method_params",
+    "_check_sample_weight",
     "_fit_context",
     "_insert_error_scores",
     "_safe_split",

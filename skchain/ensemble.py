@@ -22,15 +22,12 @@ from sklearn.base import (
     ClassifierMixin,
     RegressorMixin,
     TransformerMixin,
-    _fit_context,
     clone,
 )
 from sklearn.utils import Bunch
-from sklearn.utils._param_validation import HasMethods, StrOptions
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import (
-    _check_feature_names_in,
     check_array,
     check_consistent_length,
     check_is_fitted,
@@ -47,6 +44,7 @@ from ._members import (
 )
 from ._module_classifier import ModuleClassifier, check_known_labels
 from ._repr import DocLinkMixin
+from ._sklearn_compat import HasMethods, StrOptions, _check_feature_names_in, _fit_context
 
 __all__ = ["ModuleClassifier", "OutputEnsembleClassifier", "OutputEnsembleRegressor"]
 

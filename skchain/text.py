@@ -20,17 +20,19 @@ from contextlib import contextmanager
 from numbers import Integral
 
 import numpy as np
-from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
-from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.validation import (
-    _check_feature_names,
-    _check_feature_names_in,
-    check_is_fitted,
-)
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.utils.validation import check_is_fitted
 
 from ._cache import CACHE_CONSTRAINT, cached_outputs, model_fingerprint, weights_digest
 from ._repr import DocLinkMixin
 from ._runner import check_finite_output, module_lock, resolve_device
+from ._sklearn_compat import (
+    Interval,
+    StrOptions,
+    _check_feature_names,
+    _check_feature_names_in,
+    _fit_context,
+)
 
 __all__ = ["TextEmbedder"]
 

@@ -20,9 +20,9 @@ from sklearn.base import is_classifier
 from sklearn.exceptions import FitFailedWarning
 from sklearn.model_selection import check_cv, cross_validate
 from sklearn.utils import indexable
-from sklearn.utils._param_validation import StrOptions, validate_params
 
 from .._parallel import parallel_map
+from .._sklearn_compat import StrOptions, validate_params
 
 __all__ = ["compare"]
 

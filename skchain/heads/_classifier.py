@@ -6,10 +6,9 @@ from numbers import Integral
 
 import numpy as np
 import torch
-from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context, clone
+from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.linear_model import LogisticRegression
 from sklearn.utils import assert_all_finite
-from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_consistent_length, check_is_fitted, column_or_1d
 from torch import nn
@@ -24,6 +23,7 @@ from .._runner import (
     run_module,
     to_proba,
 )
+from .._sklearn_compat import HasMethods, Interval, StrOptions, _fit_context
 from ._calibration import fit_temperatures, linear_combiner, set_scaling
 from ._cut import CutModel
 from ._merge import merge_heads

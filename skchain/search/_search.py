@@ -21,6 +21,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.utils import indexable
 
 from .._parallel import parallel_map
+from .._repr import DocLinkMixin
 from .._sklearn_compat import (
     _check_method_params,
     _fit_context,
@@ -352,7 +353,7 @@ class _ChainSearchMixin:
         return seconds
 
 
-class ChainSearchCV(_ChainSearchMixin, GridSearchCV):
+class ChainSearchCV(DocLinkMixin, _ChainSearchMixin, GridSearchCV):
     """Exhaustive search over a pipeline's grid, fitting each shared prefix once.
 
     A drop-in for :class:`~sklearn.model_selection.GridSearchCV` when
@@ -482,7 +483,7 @@ class ChainSearchCV(_ChainSearchMixin, GridSearchCV):
     """
 
 
-class ChainRandomizedSearchCV(_ChainSearchMixin, RandomizedSearchCV):
+class ChainRandomizedSearchCV(DocLinkMixin, _ChainSearchMixin, RandomizedSearchCV):
     """Randomized search over a pipeline, fitting each shared prefix once.
 
     A drop-in for :class:`~sklearn.model_selection.RandomizedSearchCV` on a
