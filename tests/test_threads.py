@@ -145,3 +145,42 @@ def test_fit_and_transform_from_threads_on_shared_module(iris):
     for got in results:
         np.testing.assert_array_equal(got, expected)
     _assert_same_state(before, module)
+
+
+def test_seeded_search_on_dask_threads_equals_sequential(iris):
+    """Seeded nets trained as tasks of a threaded dask cluster (workers are
+    threads of this process): the same search results as one at a time."""
+    distributed = pytest.importorskip(
+        "dask.distributed", reason="dask.distributed is not installed (extra 'dask')"
+    )
+    import joblib
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import GridSearchCV, KFold
+    from sklearn.pipeline import make_pipeline
+
+    X, y = iris
+    net = make_classifier_net(n_classes=3, hidden=8, max_epochs=4, batch_size=16)
+    pipe = make_pipeline(
+        NeuralTransformer(net, output="embedding", random_state=0, cache=False),
+        LogisticRegression(max_iter=200),
+    )
+    grid = {"neuraltransformer__net__lr": [0.05, 0.1], "logisticregression__C": [0.1, 1.0]}
+    cv = KFold(3, shuffle=True, random_state=0)
+    sequential = GridSearchCV(pipe, grid, cv=cv).fit(X, y)
+    with (
+        distributed.LocalCluster(
+            n_workers=1,
+            threads_per_worker=3,
+            processes=False,
+            protocol="tcp://",
+            host="127.0.0.1",
+            dashboard_address=None,
+        ) as cluster,
+        distributed.Client(cluster),
+        joblib.parallel_backend("dask"),
+    ):
+        threaded = GridSearchCV(pipe, grid, cv=cv, n_jobs=3).fit(X, y)
+    np.testing.assert_array_equal(
+        threaded.cv_results_["mean_test_score"], sequential.cv_results_["mean_test_score"]
+    )
+    assert threaded.best_params_ == sequential.best_params_
