@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import best_of, markdown_table, write_section  # noqa: E402
 
 from skchain import NeuralTransformer, TextEmbedder, _cache, _fingerprint  # noqa: E402
-from skchain._datasets import load_topics  # noqa: E402
+from skchain.datasets import load_topics  # noqa: E402
 
 GRID = {"clf__C": [0.01, 0.03, 0.1, 0.3, 1.0, 3.0]}
 

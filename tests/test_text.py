@@ -23,7 +23,7 @@ pytest.importorskip("sentence_transformers")
 
 from skchain import TextEmbedder, _cache, text  # noqa: E402
 from skchain._cache import _MemoryStore, weights_digest  # noqa: E402
-from skchain._datasets import load_topics  # noqa: E402
+from skchain.datasets import load_topics  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
