@@ -257,7 +257,7 @@ def main(argv=None):
         [
             "Digits (1797 x 64), StandardScaler -> NeuralTransformer(skorch MLP 64-h-64-10, "
             'Adam, batch 64, `output="embedding"`, `random_state=0`) -> LogisticRegression; '
-            f"`max_epochs` in {set(lengths)} x h in {{64, 128}} x C in {{0.1, 1}} = 12 "
+            f"`max_epochs` in {list(lengths)} x h in [64, 128] x C in [0.1, 1] = 12 "
             f"candidates, 3-fold, refit included. {rounds} interleaved rounds; plain "
             "GridSearchCV once, after them. One process, one torch and one BLAS thread. "
             "Net trainings counted by skorch `initialize` calls. "
