@@ -31,13 +31,69 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 from sklearn.utils import check_random_state
+from skorch.callbacks import Callback
 
-__all__ = ["TRAINING_LOCK", "draw_seed", "seeded", "train_net", "weighted_training"]
+__all__ = [
+    "TRAINING_LOCK",
+    "draw_seed",
+    "epoch_checkpoints",
+    "seeded",
+    "train_net",
+    "weighted_training",
+]
 
 #: Held around every training in this process (see the module docstring).
 #: Re-entrant, so a callback that trains another net in the same thread does
 #: not deadlock.
 TRAINING_LOCK = threading.RLock()
+
+
+# The checkpoint request of this thread (see epoch_checkpoints): the next
+# training in the thread takes it. Thread-local, so a search's task never
+# hands its request to a training running in another thread.
+_REQUEST = threading.local()
+
+
+@contextmanager
+def epoch_checkpoints(epochs):
+    """Keep the module's weights at the end of the given epochs of the next training.
+
+    Within the block, the next :func:`train_net` call in this thread copies
+    ``module_.state_dict()`` at the end of each epoch whose number (1-based,
+    ``len(net.history)``) is in ``epochs``. Yields ``{epoch: state_dict}``,
+    filled as the training passes those epochs. Used by ``ChainSearchCV``
+    to evaluate shorter trainings from one long one: after ``k`` epochs of a
+    training for ``n > k`` epochs, the weights are those of a training for
+    ``k`` epochs, as long as nothing in the training depends on ``n``.
+    The optimizer state is not kept: the snapshots are for evaluation.
+    """
+    snapshots = {}
+    _REQUEST.value = (frozenset(epochs), snapshots)
+    try:
+        yield snapshots
+    finally:
+        _REQUEST.value = None
+
+
+def _take_request():
+    request = getattr(_REQUEST, "value", None)
+    _REQUEST.value = None
+    return request
+
+
+class _Checkpoints(Callback):
+    """Copies the module's weights at the end of the requested epochs."""
+
+    def __init__(self, epochs, snapshots):
+        self.epochs = epochs
+        self.snapshots = snapshots
+
+    def on_epoch_end(self, net, **kwargs):
+        epoch = len(net.history)
+        if epoch in self.epochs:
+            self.snapshots[epoch] = {
+                key: value.detach().clone() for key, value in net.module_.state_dict().items()
+            }
 
 
 def draw_seed(random_state):
@@ -107,14 +163,24 @@ def train_net(
             ) from exc
         if after_initialize is not None:
             after_initialize(net)
-        with weighted_training(net, X, sample_weight) as X_fit:
-            net.notify("on_train_begin", X=X, y=y)
-            try:
-                net.fit_loop(X_fit, y, **fit_params)
-            except KeyboardInterrupt:
+        request = _take_request()
+        if request is not None:
+            # Last, so the epoch's own callbacks (history, timers) have run.
+            net.callbacks_.append(("skchain_checkpoints", _Checkpoints(*request)))
+        try:
+            with weighted_training(net, X, sample_weight) as X_fit:
+                net.notify("on_train_begin", X=X, y=y)
+                try:
+                    net.fit_loop(X_fit, y, **fit_params)
+                except KeyboardInterrupt:
+                    net.notify("on_train_end", X=X, y=y)
+                    raise
                 net.notify("on_train_end", X=X, y=y)
-                raise
-            net.notify("on_train_end", X=X, y=y)
+        finally:
+            if request is not None:
+                # The fitted net keeps only its own callbacks.
+                net.callbacks_ = [(n, cb) for n, cb in net.callbacks_
+                                  if n != "skchain_checkpoints"]
     return net
 
 

@@ -24,6 +24,7 @@ from traceback import format_exc
 from sklearn.base import clone
 
 from .._sklearn_compat import _check_method_params, _safe_split, _score, scorer_dict
+from ._epochs import fit_epochs
 from ._prefix_tree import group_by_prefix
 from ._step_params import fold_step_params
 
@@ -31,15 +32,18 @@ __all__ = ["Candidate", "Context", "evaluate_group", "failure_result", "fit_comm
 
 
 class Candidate:
-    """One candidate pipeline: its position, steps, prefix ids and step fit parameters."""
+    """One candidate pipeline: its position, steps, prefix ids, step fit parameters
+    and share keys (``keys[d]``: which candidates fit step ``d`` together, see
+    :func:`~._epochs.share_keys`; the prefix ids when None)."""
 
-    __slots__ = ("index", "steps", "ids", "params")
+    __slots__ = ("index", "steps", "ids", "params", "keys")
 
-    def __init__(self, index, steps, ids, params):
+    def __init__(self, index, steps, ids, params, keys=None):
         self.index = index
         self.steps = steps
         self.ids = ids
         self.params = params
+        self.keys = ids if keys is None else keys
 
 
 class Context:
@@ -178,6 +182,10 @@ def _fit_node(candidates, depth, data, out, ctx, counts):
         for group in _groups(candidates, depth + 1):
             _fit_node(group, depth + 1, data, out, ctx, counts)
         return
+    if len({c.ids[depth] for c in candidates}) > 1:
+        # Same step but for max_epochs (share_keys): one training for all.
+        _fit_epochs_node(candidates, depth, data, out, ctx, counts)
+        return
 
     start = time.time()
     try:
@@ -208,9 +216,49 @@ def _fit_node(candidates, depth, data, out, ctx, counts):
     # as no remaining candidate needs them.
 
 
+def _fit_epochs_node(candidates, depth, data, out, ctx, counts):
+    """Step ``depth`` is one net trained for several ``max_epochs``: train it
+    once for the longest, then evaluate each length's candidates below it."""
+    name = candidates[0].steps[depth][0]
+    by_length = {}
+    for c in candidates:
+        by_length.setdefault(c.steps[depth][1].net.max_epochs, []).append(c)
+    steps = {epochs: group[0].steps[depth][1] for epochs, group in by_length.items()}
+
+    def fit(step):
+        return _fit_transform_step(step, data.X_fit, data.y_train, data.fit_params(
+            by_length[max(steps)][0], name))
+
+    start = time.time()
+    try:
+        fitted, fit_time = fit_epochs(steps, fit, data.X_fit)
+    except Exception:
+        if ctx.error_score == "raise":
+            raise
+        _fail(candidates, out, ctx, time.time() - start, 0.0, format_exc())
+        return
+    counts[name] += 1
+    share = 1.0 / len(candidates)
+    for c in candidates:
+        out[c.index]["fit_time"] += fit_time * share
+    for epochs, group in by_length.items():
+        step, Xt_fit = fitted.pop(epochs)
+        start = time.time()
+        Xt_test = _transform(step, data.X_test, ctx)
+        Xt_score = _transform(step, data.X_score, ctx) if ctx.return_train_score else None
+        score_time = time.time() - start
+        for c in group:
+            out[c.index]["score_time"] += score_time / len(group)
+        child = data.below(Xt_fit, Xt_test, Xt_score)
+        del step, Xt_fit, Xt_test, Xt_score
+        for sub in _groups(group, depth + 1):
+            _fit_node(sub, depth + 1, child, out, ctx, counts)
+        del child
+
+
 def _groups(candidates, depth):
     by_index = {c.index: c for c in candidates}
-    ids = {c.index: c.ids for c in candidates}
+    ids = {c.index: c.keys for c in candidates}
     return [[by_index[i] for i in g] for g in group_by_prefix(ids, list(by_index), depth)]
 
 

@@ -29,6 +29,7 @@ from .._sklearn_compat import (
     _warn_or_raise_about_fit_failures,
     scorer_dict,
 )
+from ._epochs import share_keys
 from ._fold import Candidate, Context, evaluate_group, failure_result, fit_common_prefix
 from ._prefix_tree import common_depth, group_by_prefix, prefix_ids
 from ._step_params import check_step_names, check_transform_input, routing_enabled, step_params
@@ -88,8 +89,9 @@ class _ChainSearchMixin:
         if not routing_enabled():
             check_step_names(fit_params, {n for names in step_names for n in names})
         ids = prefix_ids(candidate_params, step_names)
+        keys = share_keys(candidate_params, step_names, [pipe.steps for pipe in pipes], ids)
         candidates, failed = [], {}
-        for index, (pipe, row) in enumerate(zip(pipes, ids, strict=True)):
+        for index, (pipe, row, key) in enumerate(zip(pipes, ids, keys, strict=True)):
             try:
                 params = step_params(pipe, fit_params)
             except Exception:
@@ -97,7 +99,7 @@ class _ChainSearchMixin:
                     raise
                 failed[index] = format_exc()
                 continue
-            candidates.append(Candidate(index, pipe.steps, row, params))
+            candidates.append(Candidate(index, pipe.steps, row, params, key))
         return candidates, failed
 
     def _evaluate(self, candidate_params, cv_splits, X, y, scorer, fit_params, score_params):
@@ -139,7 +141,7 @@ class _ChainSearchMixin:
         by_position = {c.index: c for c in candidates}
         groups = [
             [by_position[i] for i in group]
-            for group in group_by_prefix({c.index: c.ids for c in candidates}, by_position, common)
+            for group in group_by_prefix({c.index: c.keys for c in candidates}, by_position, common)
         ]
         tasks, keys = [], []
         for s, (train, test) in enumerate(cv_splits):
@@ -449,6 +451,20 @@ class ChainSearchCV(DocLinkMixin, _ChainSearchMixin, GridSearchCV):
     stochastic step (``random_state=None``) all candidates below it share one
     random fit instead of drawing their own; seed such steps to get results
     identical to :class:`~sklearn.model_selection.GridSearchCV`.
+
+    **Training length is shared.** Candidates that configure a
+    :class:`~skchain.NeuralTransformer` step identically except for
+    ``net__max_epochs`` (set in the grid) share one training per fold, for
+    the longest length; each shorter length is evaluated with the weights
+    copied at the end of its last epoch on the way (``net_.history`` cut to
+    it), which are the weights of a training of that length. The sharing is
+    off, and each length trains on its own, when it could not be exact:
+    the net has callbacks of its own (``callbacks`` other than ``None``,
+    ``[]`` or ``"disable"``: learning-rate schedules over the total length,
+    ``EarlyStopping``), ``train_split`` not ``None``, ``warm_start=True`` or
+    a ``max_epochs`` that is not a positive int; or the step cross-fits in
+    ``fit_transform`` (``cv`` not ``None`` with a target-aligned output) or
+    uses its net as it is. The refit trains the best candidate normally.
 
     The pipeline's own ``memory`` and ``verbose`` apply to the refit only:
     during the search, steps are fitted one at a time rather than through
