@@ -29,7 +29,16 @@ trusted while every parameter and buffer keeps the same
   bumps it;
 - 16 values sampled across the tensor: writes that bypass the version counter
   (``param.data.mul_(2)``, writes through ``param.detach().numpy()``) are seen
-  when they change one of them, as any whole-tensor update does.
+  when they change one of them, as any whole-tensor update does. They are read
+  through NumPy views of contiguous CPU tensors, made when the tensors were
+  last seen changing (other tensors are sampled with torch on every check).
+
+The ``repr`` that stands for the structure is memoised the same way, while
+every submodule keeps its identity (a weak reference), class, children and
+``extra_repr()``: a replaced layer or an attribute that ``repr`` shows is seen
+without building the ``repr`` on every call. Both checks read the modules'
+``_modules``, ``_parameters`` and ``_buffers`` directly instead of
+``named_parameters()``, whose generators cost more than a small net's forward.
 
 Not detected: a write that bypasses the version counter *and* changes only
 unsampled values (``param.data[3, 7] = 0.0`` on a large matrix). The user guide
