@@ -272,56 +272,83 @@ def forward_captured(module, x, names, *, inputs=False, stop_early=True):
     -------
     list of torch.Tensor, in the order of ``names``.
     """
-    names = list(names)
-    values = {}
-    owner = threading.get_ident()
+    with _Capture(module, names, inputs=inputs, stop_early=stop_early) as capture:
+        return capture(x)
 
-    def store(name, value):
-        if threading.get_ident() != owner or name in values:
+
+class _Capture:
+    """Hooks on the layers ``names`` of ``module`` for the ``with`` block;
+    each call runs the module on a batch and returns what the layers saw.
+
+    :func:`run_module` registers them once for all its batches instead of
+    once per batch.
+    """
+
+    def __init__(self, module, names, *, inputs=False, stop_early=True):
+        self.module = module
+        self.names = list(names)
+        self.inputs = inputs
+        self.stop_early = stop_early
+        self.values = {}
+        self.owner = threading.get_ident()
+        self.handles = []
+
+    def _store(self, name, value):
+        if threading.get_ident() != self.owner or name in self.values:
             return
-        values[name] = _first_tensor(value, name)
-        if stop_early and len(values) == len(names):
+        self.values[name] = _first_tensor(value, name)
+        if self.stop_early and len(self.values) == len(self.names):
             raise _StopForward
 
-    def output_hook(name):
-        return lambda mod, args, output: store(name, output)
+    def _output_hook(self, name):
+        return lambda mod, args, output: self._store(name, output)
 
-    def input_hook(name):
+    def _input_hook(self, name):
         def hook(mod, args):
             if not args:
                 raise TypeError(
                     f"Layer {name!r} is called with keyword arguments only, so its "
                     "input cannot be captured; choose another layer."
                 )
-            store(name, args[0])
+            self._store(name, args[0])
 
         return hook
 
-    submodules = dict(module.named_modules())
-    check_layers(module, names)
-    handles = []
-    try:
-        for name in names:
-            sub = submodules[name]
-            if inputs:
-                handles.append(sub.register_forward_pre_hook(input_hook(name)))
-            else:
-                handles.append(sub.register_forward_hook(output_hook(name)))
+    def __enter__(self):
+        submodules = dict(self.module.named_modules())
+        check_layers(self.module, self.names)
         try:
-            module(x)
+            for name in self.names:
+                sub = submodules[name]
+                if self.inputs:
+                    self.handles.append(sub.register_forward_pre_hook(self._input_hook(name)))
+                else:
+                    self.handles.append(sub.register_forward_hook(self._output_hook(name)))
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def __exit__(self, *exc):
+        for handle in self.handles:
+            handle.remove()
+        self.handles = []
+
+    def __call__(self, x):
+        self.values = {}
+        try:
+            self.module(x)
         except _StopForward:
             pass
-    finally:
-        for handle in handles:
-            handle.remove()
-    missing = [n for n in names if n not in values]
-    if missing:
-        raise ValueError(
-            f"Layer(s) {missing} were not called during the forward pass of "
-            f"{type(module).__name__}, so they have no output to return; choose "
-            "layers that the module's forward uses."
-        )
-    return [values[n] for n in names]
+        values = self.values
+        missing = [n for n in self.names if n not in values]
+        if missing:
+            raise ValueError(
+                f"Layer(s) {missing} were not called during the forward pass of "
+                f"{type(self.module).__name__}, so they have no output to return; "
+                "choose layers that the module's forward uses."
+            )
+        return [values[n] for n in self.names]
 
 
 class CutAt(nn.Module):
@@ -448,9 +475,12 @@ def run_module(
         restore = _to_eval(submodules, module)
         try:
             with torch.inference_mode():
-                return _run_batches(
-                    module, X, batch_size, device, layers, layer_inputs, postprocess, dtype
-                )
+                if not layers:
+                    return _run_batches(module, X, batch_size, device, None, postprocess, dtype)
+                with _Capture(module, layers, inputs=layer_inputs) as capture:
+                    return _run_batches(
+                        module, X, batch_size, device, capture, postprocess, dtype
+                    )
         finally:
             _restore(restore)
 
@@ -463,7 +493,7 @@ _COPY_BYTES = 1 << 20
 _FLUSH_BYTES = 1 << 20
 
 
-def _run_batches(module, X, batch_size, device, layers, layer_inputs, postprocess, dtype):
+def _run_batches(module, X, batch_size, device, capture, postprocess, dtype):
     n = X.shape[0]
     on_cpu = device.type == "cpu"
     if n <= batch_size:
@@ -487,9 +517,8 @@ def _run_batches(module, X, batch_size, device, layers, layer_inputs, postproces
             if not on_cpu:
                 batch = batch.to(device)
             rows = batch.shape[0]
-            if layers:
-                parts = forward_captured(module, batch, layers, inputs=layer_inputs)
-                parts = [p.reshape(rows, -1) for p in parts]
+            if capture is not None:
+                parts = [p.reshape(rows, -1) for p in capture(batch)]
                 result = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
             else:
                 result = module(batch)
