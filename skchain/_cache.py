@@ -38,6 +38,7 @@ import struct
 import tempfile
 import threading
 import warnings
+import weakref
 from collections import OrderedDict
 
 import numpy as np
@@ -96,6 +97,7 @@ AUTO_FLOPS_PER_INPUT_BYTE = 600
 AUTO_FLOPS_PER_OUTPUT_BYTE = 100
 AUTO_FLOPS_PER_ROW = 200_000
 _DECISIONS_KEPT = 4096
+_DECISIONS_PER_MODULE = 64
 
 _DISK_FOLDER = "skchain_outputs"
 _BLOCK_FILE = "output.pkl"  # joblib's reduce_size counts folders holding this name
@@ -203,6 +205,9 @@ class _MemoryStore:
         self._blocks = OrderedDict()  # block id -> _Block, oldest first
         self._index = {}  # namespace -> {row key: block id << 32 | position}
         self._decisions = OrderedDict()  # namespace -> bool ("auto" mode)
+        # module -> {(output key, row format): bool}: the same decisions, found
+        # without fingerprinting the module (see cached_outputs' ``owner``).
+        self._by_module = weakref.WeakKeyDictionary()
         self._next_id = 0
         self._lock = threading.Lock()
 
@@ -271,11 +276,26 @@ class _MemoryStore:
             while len(self._decisions) > _DECISIONS_KEPT:
                 self._decisions.popitem(last=False)
 
+    def owner_decision(self, owner, fmt):
+        module, key = owner
+        with self._lock:
+            known = self._by_module.get(module)
+            return None if known is None else known.get((key, fmt))
+
+    def owner_decide(self, owner, fmt, worth):
+        module, key = owner
+        with self._lock:
+            known = self._by_module.get(module)
+            if known is None or len(known) >= _DECISIONS_PER_MODULE:
+                known = self._by_module[module] = {}
+            known[(key, fmt)] = worth
+
     def clear(self):
         with self._lock:
             self._blocks.clear()
             self._index.clear()
             self._decisions.clear()
+            self._by_module = weakref.WeakKeyDictionary()
             self.nbytes = 0
 
 
@@ -581,7 +601,7 @@ class OutputCache:
         self.disk = disk
         self.auto = auto
 
-    def compute(self, fingerprint, rows, compute):
+    def compute(self, fingerprint, rows, compute, owner=None):
         """``compute(rows)``, with each row taken from the cache when stored.
 
         Parameters
@@ -593,6 +613,9 @@ class OutputCache:
         compute : callable
             ``compute(subset_of_rows) -> ndarray (n_subset, n_outputs)``, run
             on the rows not found (in their order, duplicates removed).
+        owner : (torch.nn.Module, hashable) or None
+            The module and what is read from it: the "auto" decision is also
+            remembered for them (see :func:`cached_outputs`).
 
         Returns
         -------
@@ -608,12 +631,14 @@ class OutputCache:
             return self._cached(namespace, rows, compute)
         decision = self.memory.decision(namespace)
         if decision is None:
-            return self._judge(namespace, rows, compute)
+            return self._judge(namespace, rows, compute, owner)
+        if owner is not None:
+            self.memory.owner_decide(owner, row_format(rows), decision)
         if decision:
             return self._cached(namespace, rows, compute)
         return compute(rows)
 
-    def _judge(self, namespace, rows, compute):
+    def _judge(self, namespace, rows, compute, owner=None):
         """First sight of a model in "auto" mode: count the FLOPs of its first
         row and decide. A model worth caching keeps that row's output (it is
         the cached value from then on), so no costly row is computed twice."""
@@ -624,11 +649,11 @@ class OutputCache:
             # the counting mode could not run one of its operations: "not
             # counted, not cached", so a miss never costs.
             out = compute(rows)
-            self.memory.decide(namespace, False)
+            self._decide(namespace, owner, rows, False)
             return out
         head = np.asarray(head)
         worth = worth_caching(flops, _row_bytes(rows), head[:1].nbytes)
-        self.memory.decide(namespace, worth)
+        self._decide(namespace, owner, rows, worth)
         if worth:
             self._store(namespace, row_digests(_take(rows, [0])), head.copy())
             return self._cached(namespace, rows, compute)
@@ -636,6 +661,11 @@ class OutputCache:
         # alone may differ from the same row in a batch in the last bits, and
         # repeated calls must give identical results. One row twice is cheap.
         return compute(rows)
+
+    def _decide(self, namespace, owner, rows, worth):
+        self.memory.decide(namespace, worth)
+        if owner is not None:
+            self.memory.owner_decide(owner, row_format(rows), worth)
 
     def _store(self, namespace, keys, values):
         """Keep ``values`` (which the cache then owns) for ``keys``."""
@@ -733,10 +763,27 @@ def resolve_cache(cache):
     )
 
 
-def cached_outputs(cache, fingerprint, rows, compute):
+def cached_outputs(cache, fingerprint, rows, compute, *, owner=None):
     """``compute(rows)`` through the cache that ``cache`` (a parameter value)
-    names; ``fingerprint`` is a callable, evaluated only when a cache is used."""
+    names; ``fingerprint`` is a callable, evaluated only when a cache is used.
+
+    ``owner``, a ``(module, key)`` pair where ``key`` (hashable) names what is
+    read from the module, lets ``cache="auto"`` find a "not worth caching"
+    decision without fingerprinting the module: a small net's 1-row call
+    would otherwise spend longer checking its weights than running it. The
+    decision depends on the FLOPs per row, which weights do not change, so
+    it is remembered per module object, key and row format (weakly: never
+    keeping the module alive). A module judged worth caching is fingerprinted
+    on every call, so changed weights are still never served stale.
+    """
     resolved = resolve_cache(cache)
     if resolved is None:
         return compute(rows)
-    return resolved.compute(fingerprint(), rows, compute)
+    if (
+        owner is not None
+        and resolved.auto
+        and len(rows)
+        and resolved.memory.owner_decision(owner, row_format(rows)) is False
+    ):
+        return compute(rows)
+    return resolved.compute(fingerprint(), rows, compute, owner=owner)

@@ -29,7 +29,16 @@ trusted while every parameter and buffer keeps the same
   bumps it;
 - 16 values sampled across the tensor: writes that bypass the version counter
   (``param.data.mul_(2)``, writes through ``param.detach().numpy()``) are seen
-  when they change one of them, as any whole-tensor update does.
+  when they change one of them, as any whole-tensor update does. They are read
+  through NumPy views of contiguous CPU tensors, made when the tensors were
+  last seen changing (other tensors are sampled with torch on every check).
+
+The ``repr`` that stands for the structure is memoised the same way, while
+every submodule keeps its identity (a weak reference), class, children and
+``extra_repr()``: a replaced layer or an attribute that ``repr`` shows is seen
+without building the ``repr`` on every call. Both checks read the modules'
+``_modules``, ``_parameters`` and ``_buffers`` directly instead of
+``named_parameters()``, whose generators cost more than a small net's forward.
 
 Not detected: a write that bypasses the version counter *and* changes only
 unsampled values (``param.data[3, 7] = 0.0`` on a large matrix). The user guide
@@ -62,6 +71,8 @@ import weakref
 
 import numpy as np
 import torch
+
+from ._runner import _submodules
 
 __all__ = ["callable_id", "model_fingerprint", "row_digests", "weights_digest"]
 
@@ -147,22 +158,127 @@ def hash_weights(module):
     return hasher.hexdigest()
 
 
+def _probe_view(tensor):
+    """The values :func:`_probe` samples, as a NumPy *view* of the tensor's
+    memory (reading it later sees any write), or ``None`` where no such view
+    exists (another device, a non-contiguous or quantized tensor, a dtype
+    NumPy lacks): :func:`_probe` is then called on every check."""
+    if (
+        tensor.device.type != "cpu"
+        or tensor.layout != torch.strided
+        or tensor.is_quantized
+        or not tensor.is_contiguous()
+    ):
+        return None
+    try:
+        flat = tensor.detach().numpy().reshape(-1)
+    except (TypeError, RuntimeError):
+        return None
+    n = flat.size
+    if n > _PROBE_VALUES:
+        flat = flat[:: n // _PROBE_VALUES][:_PROBE_VALUES]
+    return flat
+
+
+def _read_probes(views, tensors):
+    return tuple(
+        _probe(t) if v is None else v.tobytes() for v, t in zip(views, tensors, strict=True)
+    )
+
+
+def _describe(module):
+    """``(structure, state, tensors)`` of ``module``, read in one pass.
+
+    ``structure`` stands for ``repr(module)``: per submodule (pre-order) a weak
+    reference to it (its identity), its class, ``extra_repr()`` and its
+    children's names and identities. ``state`` is per parameter and buffer
+    its name, storage address, version counter, shape, stride, dtype and
+    device; ``tensors`` the tensors themselves (each once).
+    """
+    submodules = _submodules(module)
+    structure = []
+    for m in submodules:
+        children = m._modules
+        structure.append(
+            (
+                weakref.ref(m),
+                m.__class__,
+                m.extra_repr(),
+                tuple(children),
+                tuple(map(id, children.values())),
+            )
+        )
+    state, tensors, seen = [], [], set()
+    for attr in ("_parameters", "_buffers"):
+        for m in submodules:
+            for name, tensor in getattr(m, attr).items():
+                if tensor is None or id(tensor) in seen:
+                    continue
+                seen.add(id(tensor))
+                if _is_uninitialized(tensor):
+                    state.append((name, "uninitialized"))
+                    continue
+                strided = tensor.layout == torch.strided
+                state.append(
+                    (
+                        name,
+                        tensor.data_ptr(),
+                        tensor._version,
+                        tensor.shape,
+                        tensor.stride() if strided else None,
+                        tensor.dtype,
+                        tensor.device,
+                    )
+                )
+                tensors.append(tensor)
+    return tuple(structure), tuple(state), tensors
+
+
+class _Memo:
+    """What was last seen of one module object, and its digests."""
+
+    __slots__ = ("digest", "probe", "repr", "state", "views")
+
+    def __init__(self, state, views, probe, digest, repr=None):
+        self.state = state
+        self.views = views
+        self.probe = probe
+        self.digest = digest
+        # (structure, stable_repr): one tuple, replaced whole, so a thread
+        # never pairs one structure with another's text.
+        self.repr = repr
+
+
 _WEIGHTS_MEMO = weakref.WeakKeyDictionary()
 _WEIGHTS_LOCK = threading.Lock()
+
+
+def _checked_memo(module):
+    """``(structure, memo)``: the module's structure now, and its memo with a
+    weights digest valid for the weights now (recomputed when they changed)."""
+    structure, state, tensors = _describe(module)
+    with _WEIGHTS_LOCK:
+        memo = _WEIGHTS_MEMO.get(module)
+    if memo is not None and memo.state == state:
+        # Same tensors, same version counters: only a write that bypasses the
+        # counter can have happened; the sampled values tell.
+        if _read_probes(memo.views, tensors) == memo.probe:
+            return structure, memo
+        views = memo.views
+    else:
+        views = [_probe_view(t) for t in tensors]
+    probe = _read_probes(views, tensors)
+    digest = hash_weights(module)
+    fresh = _Memo(state, views, probe, digest, None if memo is None else memo.repr)
+    with _WEIGHTS_LOCK:
+        _WEIGHTS_MEMO[module] = fresh
+    return structure, fresh
 
 
 def weights_digest(module):
     """:func:`hash_weights` of ``module``, memoised per module object while its
     tensors are unchanged (what is and is not detected: see the module doc)."""
-    state = _state(module)
-    with _WEIGHTS_LOCK:
-        memo = _WEIGHTS_MEMO.get(module)
-    if memo is not None and memo[0] == state:
-        return memo[1]
-    digest = hash_weights(module)
-    with _WEIGHTS_LOCK:
-        _WEIGHTS_MEMO[module] = (state, digest)
-    return digest
+    return _checked_memo(module)[1].digest
 
 
 # -- what else decides an output -----------------------------------------------
@@ -206,12 +322,18 @@ def model_fingerprint(module, *parts):
     Two modules with equal fingerprints give equal outputs for equal rows, in
     this process or another one.
     """
+    structure, memo = _checked_memo(module)
+    seen = memo.repr
+    if seen is None or seen[0] != structure:
+        # The structure changed (or was never seen): repr it again. Comparing
+        # the structure tuples costs a fraction of building the repr.
+        seen = memo.repr = (structure, stable_repr(module))
     hasher = hashlib.blake2b(digest_size=DIGEST_SIZE)
     hasher.update(_FORMAT_TAG)
     cls = type(module)
     _update(hasher, f"{cls.__module__}.{cls.__qualname__}")
-    _update(hasher, stable_repr(module))
-    _update(hasher, weights_digest(module))
+    _update(hasher, seen[1])
+    _update(hasher, memo.digest)
     for part in parts:
         _update(hasher, stable_repr(part))
     return hasher.hexdigest()

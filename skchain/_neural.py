@@ -704,7 +704,7 @@ class NeuralTransformer(DocLinkMixin, TransformerMixin, BaseEstimator):
             # A net used as it is gives a row the same output in every fold and
             # candidate of a search: each distinct row is computed once.
             fingerprint = functools.partial(_output_fingerprint, state)
-            return cached_outputs(self.cache, fingerprint, X, compute)
+            return cached_outputs(self.cache, fingerprint, X, compute, owner=_owner(state))
         return compute(X)
 
     def _state(self):
@@ -725,7 +725,8 @@ class NeuralTransformer(DocLinkMixin, TransformerMixin, BaseEstimator):
         Xt : ndarray of shape (n_samples, n_outputs)
             float32 (a DataFrame with ``set_output(transform="pandas")``).
         """
-        check_is_fitted(self)
+        if "module_" not in vars(self):
+            check_is_fitted(self)  # raises NotFittedError; skipped when fitted (µs)
         X = check_rows(self, X, reset=False)
         return check_finite_output(self._outputs(self._state(), X), "NeuralTransformer")
 
@@ -773,6 +774,21 @@ def _output_fingerprint(state):
         callable_id(plan.postprocess),
         module_device(module).type,
     )
+
+
+def _owner(state):
+    """The module and what is read from it, for the cache's "auto" decision."""
+    plan, info = state["_plan"], state["_info"]
+    key = (
+        info.kind,
+        info.outputs_proba,
+        info.to_proba,
+        plan.keyword,
+        tuple(plan.layers or ()),
+        plan.layer_inputs,
+        plan.postprocess,
+    )
+    return state["module_"], key
 
 
 def _same_device(requested, actual):

@@ -19,6 +19,7 @@ the module sees whole slices of one contiguous float32 array instead, which is
 what makes ``transform`` run at the speed of the module itself.
 """
 
+import math
 import threading
 import warnings
 import weakref
@@ -87,15 +88,39 @@ def resolve_device(device):
     return parsed.type if parsed.index is None else str(parsed)
 
 
+def _submodules(module):
+    """``list(module.modules())`` (pre-order, each module once) without the
+    generator and name machinery: a 1-row call cannot afford microseconds."""
+    found = [module]
+    if module._modules:
+        _visit(module, found, {id(module)})
+    return found
+
+
+def _visit(module, found, seen):
+    for child in module._modules.values():
+        if child is not None and id(child) not in seen:
+            seen.add(id(child))
+            found.append(child)
+            if child._modules:
+                _visit(child, found, seen)
+
+
+def _device_of(submodules):
+    # Same order as module.parameters(), then module.buffers().
+    for attr in ("_parameters", "_buffers"):
+        for m in submodules:
+            for tensor in getattr(m, attr).values():
+                if tensor is not None and not isinstance(
+                    tensor, nn.parameter.UninitializedTensorMixin
+                ):
+                    return tensor.device
+    return torch.device("cpu")
+
+
 def module_device(module):
     """Device of the module's first parameter or buffer (CPU for none)."""
-    for tensor in module.parameters():
-        if not isinstance(tensor, nn.parameter.UninitializedParameter):
-            return tensor.device
-    for tensor in module.buffers():
-        if not isinstance(tensor, nn.parameter.UninitializedBuffer):
-            return tensor.device
-    return torch.device("cpu")
+    return _device_of(_submodules(module))
 
 
 # -- input ---------------------------------------------------------------------
@@ -177,17 +202,26 @@ def eval_mode(module):
 
     The user's module is left exactly in the training state it came in.
     """
-    flags = [(m, m.training) for m in module.modules()]
-    if not any(flag for _, flag in flags):
-        # Already in eval mode (a pretrained module usually is): nothing to
-        # flip or restore.
-        yield module
-        return
-    module.eval()
+    restore = _to_eval(_submodules(module), module)
     try:
         yield module
     finally:
-        for m, flag in flags:
+        _restore(restore)
+
+
+def _to_eval(submodules, module):
+    """Switch to eval mode; return what :func:`_restore` needs (``None``
+    when every submodule already was in eval mode: nothing to flip)."""
+    flags = [m.training for m in submodules]
+    if not any(flags):
+        return None
+    module.eval()
+    return submodules, flags
+
+
+def _restore(restore):
+    if restore is not None:
+        for m, flag in zip(*restore, strict=True):
             m.training = flag
 
 
@@ -238,56 +272,83 @@ def forward_captured(module, x, names, *, inputs=False, stop_early=True):
     -------
     list of torch.Tensor, in the order of ``names``.
     """
-    names = list(names)
-    values = {}
-    owner = threading.get_ident()
+    with _Capture(module, names, inputs=inputs, stop_early=stop_early) as capture:
+        return capture(x)
 
-    def store(name, value):
-        if threading.get_ident() != owner or name in values:
+
+class _Capture:
+    """Hooks on the layers ``names`` of ``module`` for the ``with`` block;
+    each call runs the module on a batch and returns what the layers saw.
+
+    :func:`run_module` registers them once for all its batches instead of
+    once per batch.
+    """
+
+    def __init__(self, module, names, *, inputs=False, stop_early=True):
+        self.module = module
+        self.names = list(names)
+        self.inputs = inputs
+        self.stop_early = stop_early
+        self.values = {}
+        self.owner = threading.get_ident()
+        self.handles = []
+
+    def _store(self, name, value):
+        if threading.get_ident() != self.owner or name in self.values:
             return
-        values[name] = _first_tensor(value, name)
-        if stop_early and len(values) == len(names):
+        self.values[name] = _first_tensor(value, name)
+        if self.stop_early and len(self.values) == len(self.names):
             raise _StopForward
 
-    def output_hook(name):
-        return lambda mod, args, output: store(name, output)
+    def _output_hook(self, name):
+        return lambda mod, args, output: self._store(name, output)
 
-    def input_hook(name):
+    def _input_hook(self, name):
         def hook(mod, args):
             if not args:
                 raise TypeError(
                     f"Layer {name!r} is called with keyword arguments only, so its "
                     "input cannot be captured; choose another layer."
                 )
-            store(name, args[0])
+            self._store(name, args[0])
 
         return hook
 
-    submodules = dict(module.named_modules())
-    check_layers(module, names)
-    handles = []
-    try:
-        for name in names:
-            sub = submodules[name]
-            if inputs:
-                handles.append(sub.register_forward_pre_hook(input_hook(name)))
-            else:
-                handles.append(sub.register_forward_hook(output_hook(name)))
+    def __enter__(self):
+        submodules = dict(self.module.named_modules())
+        check_layers(self.module, self.names)
         try:
-            module(x)
+            for name in self.names:
+                sub = submodules[name]
+                if self.inputs:
+                    self.handles.append(sub.register_forward_pre_hook(self._input_hook(name)))
+                else:
+                    self.handles.append(sub.register_forward_hook(self._output_hook(name)))
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def __exit__(self, *exc):
+        for handle in self.handles:
+            handle.remove()
+        self.handles = []
+
+    def __call__(self, x):
+        self.values = {}
+        try:
+            self.module(x)
         except _StopForward:
             pass
-    finally:
-        for handle in handles:
-            handle.remove()
-    missing = [n for n in names if n not in values]
-    if missing:
-        raise ValueError(
-            f"Layer(s) {missing} were not called during the forward pass of "
-            f"{type(module).__name__}, so they have no output to return; choose "
-            "layers that the module's forward uses."
-        )
-    return [values[n] for n in names]
+        values = self.values
+        missing = [n for n in self.names if n not in values]
+        if missing:
+            raise ValueError(
+                f"Layer(s) {missing} were not called during the forward pass of "
+                f"{type(self.module).__name__}, so they have no output to return; "
+                "choose layers that the module's forward uses."
+            )
+        return [values[n] for n in self.names]
 
 
 class CutAt(nn.Module):
@@ -408,25 +469,91 @@ def run_module(
     n = X.shape[0]
     if n == 0:
         raise ValueError("Cannot run a module on 0 rows; pass at least one row.")
-    out = None
     with module_lock(module):
-        device = module_device(module) if device is None else torch.device(device)
-        with eval_mode(module), torch.inference_mode():
-            for start in range(0, n, batch_size):
-                # A copy, not a view: a module with an in-place first op
-                # (ReLU(inplace=True)) must not write into the caller's array,
-                # and read-only input (pandas copy-on-write) stays quiet.
-                batch = torch.from_numpy(X[start : start + batch_size].copy()).to(device)
-                if layers:
-                    parts = forward_captured(module, batch, layers, inputs=layer_inputs)
-                    parts = [p.reshape(batch.shape[0], -1) for p in parts]
-                    result = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
-                else:
-                    result = _first_tensor(module(batch), "<final output>")
-                if postprocess is not None:
-                    result = postprocess(result)
-                result = result.reshape(result.shape[0], -1)
-                if out is None:
-                    out = np.empty((n, result.shape[1]), dtype=dtype)
-                out[start : start + result.shape[0]] = result.detach().cpu().numpy()
+        submodules = _submodules(module)
+        device = _device_of(submodules) if device is None else torch.device(device)
+        restore = _to_eval(submodules, module)
+        try:
+            with torch.inference_mode():
+                if not layers:
+                    return _run_batches(module, X, batch_size, device, None, postprocess, dtype)
+                with _Capture(module, layers, inputs=layer_inputs) as capture:
+                    return _run_batches(
+                        module, X, batch_size, device, capture, postprocess, dtype
+                    )
+        finally:
+            _restore(restore)
+
+
+# Input rows are copied this many bytes at a time (at least one batch): one
+# copy call for many small batches, and memory bounded for large inputs.
+_COPY_BYTES = 1 << 20
+# Batch outputs are gathered in torch and written into the result this many
+# bytes at a time: a list append per batch instead of a NumPy assignment.
+_FLUSH_BYTES = 1 << 20
+
+
+def _run_batches(module, X, batch_size, device, capture, postprocess, dtype):
+    n = X.shape[0]
+    on_cpu = device.type == "cpu"
+    if n <= batch_size:
+        chunk_rows = n
+    else:
+        row_bytes = max(1, X.itemsize * math.prod(X.shape[1:]))
+        chunk_rows = batch_size * max(1, _COPY_BYTES // (batch_size * row_bytes))
+    out = None
+    pending = []
+    pending_rows = done = 0
+    flush_rows = batch_size
+    for chunk_start in range(0, n, chunk_rows):
+        # A copy on the CPU, not a view: a module with an in-place first op
+        # (ReLU(inplace=True)) must not write into the caller's array, and
+        # read-only input (pandas copy-on-write) stays quiet. Another device
+        # gets a copy from .to() anyway.
+        chunk = X[chunk_start : chunk_start + chunk_rows]
+        chunk = chunk.copy() if on_cpu else np.ascontiguousarray(chunk)
+        for start in range(0, chunk.shape[0], batch_size):
+            batch = torch.from_numpy(chunk[start : start + batch_size])
+            if not on_cpu:
+                batch = batch.to(device)
+            rows = batch.shape[0]
+            if capture is not None:
+                parts = [p.reshape(rows, -1) for p in capture(batch)]
+                result = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+            else:
+                result = module(batch)
+                if not isinstance(result, torch.Tensor):
+                    result = _first_tensor(result, "<final output>")
+            if postprocess is not None:
+                result = postprocess(result)
+            shape = result.shape
+            if len(shape) != 2:
+                result = result.reshape(shape[0], -1)
+                shape = result.shape
+            if shape[0] != rows:
+                raise ValueError(
+                    f"{type(module).__name__} returned {shape[0]} rows for a batch of "
+                    f"{rows}; the module must return one output row per input row "
+                    "(batch dimension first)."
+                )
+            if out is None:
+                out = np.empty((n, shape[1]), dtype=dtype)
+                flush_rows = max(batch_size, _FLUSH_BYTES // max(1, out.itemsize * shape[1]))
+            pending.append(result)
+            pending_rows += rows
+            if pending_rows >= flush_rows:
+                _flush(out, done, pending, pending_rows)
+                done += pending_rows
+                pending = []
+                pending_rows = 0
+    if pending:
+        _flush(out, done, pending, pending_rows)
     return out
+
+
+def _flush(out, start, pending, rows):
+    """Write the outputs of the batches in ``pending`` into ``out[start:]``."""
+    block = pending[0] if len(pending) == 1 else torch.cat(pending)
+    if block.device.type != "cpu" or block.requires_grad:
+        block = block.detach().cpu()
+    out[start : start + rows] = block.numpy()

@@ -650,3 +650,47 @@ def test_unwritable_folder_warns_and_still_answers(data, tmp_path):
     with pytest.warns(UserWarning, match="could not write"):
         out = cache.compute("fp", X, lambda rows: run_module(module, rows))
     np.testing.assert_array_equal(out, run_module(module, X))
+
+
+def test_auto_skips_the_fingerprint_of_a_net_it_runs(data, monkeypatch):
+    """A net that "auto" judged not worth caching is run on later calls without
+    fingerprinting its weights (a small net's 1-row call would spend longer on
+    that than on the net), while a net worth caching is fingerprinted on every
+    call, so changed weights are never served stale."""
+    from skchain import _neural
+
+    X, _ = data
+    calls = []
+    real = _neural._output_fingerprint
+    monkeypatch.setattr(_neural, "_output_fingerprint", lambda s: calls.append(1) or real(s))
+    cheap = NeuralTransformer(pretrained(), output="logits").fit(X)  # cache="auto"
+    calls.clear()
+    for _ in range(3):
+        np.testing.assert_allclose(cheap.transform(X[:1]), run_module(cheap.module_, X[:1]),
+                                   rtol=1e-5, atol=1e-6)
+    assert calls == []
+    assert _decisions() == [False]
+
+    module = wide()
+    costly = NeuralTransformer(module, output="logits").fit(X)
+    first = costly.transform(X[:5])
+    calls.clear()
+    with torch.no_grad():
+        module[0].weight.mul_(2.0)
+    changed = costly.transform(X[:5])
+    assert len(calls) == 1
+    assert not np.allclose(changed, first)
+    np.testing.assert_allclose(changed, run_module(module, X[:5]), rtol=1e-5, atol=1e-6)
+
+
+def test_a_cleared_store_forgets_the_module_decisions(data):
+    from skchain._neural import _owner
+
+    X, _ = data
+    module = pretrained()
+    nt = NeuralTransformer(module, output="logits").fit(X)
+    nt.transform(X[:3])
+    owner, fmt = _owner(nt._state()), ("array", "<f4", (30,))
+    assert _cache._MEMORY.owner_decision(owner, fmt) is False
+    _cache._MEMORY.clear()
+    assert _cache._MEMORY.owner_decision(owner, fmt) is None

@@ -252,3 +252,30 @@ def test_callable_id_is_stable_and_tells_bodies_apart():
     assert "0x" not in repr(callable_id(softmax))
     assert callable_id(softmax) != callable_id(functools.partial(torch.softmax, dim=0))
     assert callable_id(lambda t: t * 2) != callable_id(lambda t: t * 3)
+
+
+def test_the_memo_sees_structure_changes_of_one_module_object():
+    """The memo keeps the repr while each submodule keeps its identity, class,
+    children and ``extra_repr()``; changing any of them gives the fingerprint
+    a fresh repr, the same as a module never seen."""
+    module = pretrained()
+    before = model_fingerprint(module, "logits")
+    module[1] = nn.LeakyReLU(0.1)  # another activation, same weights
+    swapped = model_fingerprint(module, "logits")
+    assert swapped != before
+    module[1].negative_slope = 0.3  # an attribute that repr shows
+    changed = model_fingerprint(module, "logits")
+    assert changed != swapped
+    _fingerprint._WEIGHTS_MEMO.clear()
+    assert model_fingerprint(module, "logits") == changed
+
+
+def test_the_memo_probes_through_views_of_the_weights():
+    """Writes that bypass the version counter are seen at every call, also
+    after many calls that found nothing changed."""
+    module = pretrained()
+    before = weights_digest(module)
+    for _ in range(3):
+        assert weights_digest(module) == before
+    module[0].bias.detach().numpy()[:] += 1.0
+    assert weights_digest(module) == hash_weights(module) != before

@@ -511,6 +511,38 @@ def test_inplace_module_never_writes_into_the_input():
     assert nt.transform(X).shape == (20, 2)
 
 
+def test_inplace_module_never_writes_into_the_input_in_chunked_runs(monkeypatch):
+    """Rows are copied a chunk of batches at a time; every batch of every chunk
+    runs on the copy, and outputs gathered over several batches land in order."""
+    from skchain import _runner
+
+    monkeypatch.setattr(_runner, "_COPY_BYTES", 3 * 16)  # 3 rows of 4 float32
+    monkeypatch.setattr(_runner, "_FLUSH_BYTES", 5 * 8)  # 5 rows of 2 float32
+    X = np.random.RandomState(0).normal(size=(23, 4)).astype(np.float32)
+    before = X.copy()
+    torch.manual_seed(0)
+    module = nn.Sequential(nn.ReLU(inplace=True), nn.Linear(4, 2))
+    expected = module(torch.from_numpy(np.maximum(X, 0))).detach().numpy()
+    for batch_size in (1, 2, 7, 100):
+        out = NeuralTransformer(module, output="logits", batch_size=batch_size,
+                                cache=False).fit(X).transform(X)
+        np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-6)
+        np.testing.assert_array_equal(X, before)
+    layer = NeuralTransformer(module, output=["1"], batch_size=2, cache=False).fit(X)
+    np.testing.assert_allclose(layer.transform(X), expected, rtol=1e-5, atol=1e-6)
+
+
+class _BatchMean(nn.Module):
+    def forward(self, x):
+        return x.mean(dim=0, keepdim=True)
+
+
+def test_module_returning_other_rows_than_it_got_is_an_error():
+    X = np.ones((6, 4), dtype=np.float32)
+    with pytest.raises(ValueError, match="returned 1 rows for a batch of 6"):
+        NeuralTransformer(_BatchMean(), cache=False).fit(X[:1]).transform(X)
+
+
 # -- trust: every input kind, every bad input, at the public call --------------------
 
 
