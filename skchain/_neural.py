@@ -107,7 +107,10 @@ class NeuralTransformer(DocLinkMixin, TransformerMixin, BaseEstimator):
         Seeds weight initialisation, batch shuffling and dropout of a trained
         net, so two fits give identical outputs -- also when fits run in
         threads (see the user guide's "Threads" section: training in one
-        process holds a lock). The user's global torch RNG is untouched. For
+        process holds a lock). The user's global torch RNG is untouched. A
+        skorch net built on a module *instance* (not a class) starts every
+        fit from that instance's weights, as skorch does; pass the class (and
+        its arguments as ``module__*``) to have the seed draw them. For
         a pretrained module with lazy layers (``torch.nn.LazyLinear``), which
         ``fit`` materialises on a private copy, it seeds their initial
         weights (``None``: seed 0, the same weights in every fit).
