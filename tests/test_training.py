@@ -334,3 +334,41 @@ def test_groups_reach_the_cross_fitting_splitter(iris):
     np.testing.assert_array_equal(seen, expected)
     with pytest.raises(ValueError, match="groups"):
         NeuralTransformer(_dropout_net(), cv=GroupKFold(3)).fit_transform(X, y)
+
+
+def test_groups_reach_the_cross_fitting_splitter_from_searches(iris):
+    """Routed from GridSearchCV and ChainSearchCV, groups split the outer folds
+    and, inside each, the net's cross fitting: the two searches agree."""
+    import sklearn
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import GridSearchCV, GroupKFold
+    from sklearn.pipeline import make_pipeline
+
+    from skchain import ChainSearchCV
+
+    X, y = iris
+    groups = np.arange(len(y)) % 12
+    seen = []
+
+    class RecordingGroupKFold(GroupKFold):
+        def split(self, X, y=None, groups=None):
+            seen.append(None if groups is None else np.unique(groups).size)
+            return super().split(X, y, groups)
+
+    with sklearn.config_context(enable_metadata_routing=True):
+        pipe = make_pipeline(
+            NeuralTransformer(_dropout_net(), cv=RecordingGroupKFold(3), random_state=0)
+            .set_fit_request(groups=True),
+            LogisticRegression(),
+        )
+        grid = {"logisticregression__C": [0.1, 1.0]}
+        ref = GridSearchCV(pipe, grid, cv=GroupKFold(3)).fit(X, y, groups=groups)
+        ours = ChainSearchCV(pipe, grid, cv=GroupKFold(3)).fit(X, y, groups=groups)
+    # Every cross fitting got the groups of its training rows: 8 of the 12 in
+    # the outer folds, all 12 in the two refits.
+    assert None not in seen
+    assert seen.count(12) == 2
+    assert set(seen) == {8, 12} and len(seen) > 2
+    np.testing.assert_array_equal(
+        ref.cv_results_["mean_test_score"], ours.cv_results_["mean_test_score"]
+    )
