@@ -56,6 +56,7 @@ from ._fingerprint import (
     row_format,
     weights_digest,
 )
+from ._runner import check_finite_input
 
 __all__ = [
     "CACHE_CONSTRAINT",
@@ -763,7 +764,7 @@ def resolve_cache(cache):
     )
 
 
-def cached_outputs(cache, fingerprint, rows, compute, *, owner=None):
+def cached_outputs(cache, fingerprint, rows, compute, *, owner=None, check_input=None):
     """``compute(rows)`` through the cache that ``cache`` (a parameter value)
     names; ``fingerprint`` is a callable, evaluated only when a cache is used.
 
@@ -775,6 +776,10 @@ def cached_outputs(cache, fingerprint, rows, compute, *, owner=None):
     it is remembered per module object, key and row format (weakly: never
     keeping the module alive). A module judged worth caching is fingerprinted
     on every call, so changed weights are still never served stale.
+
+    ``check_input`` (an estimator, or ``None``) means ``rows`` are not yet
+    checked for NaN and infinity: ``compute`` checks what it runs, and rows
+    are checked here before the cache is asked for them.
     """
     resolved = resolve_cache(cache)
     if resolved is None:
@@ -786,4 +791,6 @@ def cached_outputs(cache, fingerprint, rows, compute, *, owner=None):
         and resolved.memory.owner_decision(owner, row_format(rows)) is False
     ):
         return compute(rows)
+    if check_input is not None:
+        check_finite_input(check_input, rows)
     return resolved.compute(fingerprint(), rows, compute, owner=owner)

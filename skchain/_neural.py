@@ -24,6 +24,7 @@ from ._repr import DocLinkMixin
 from ._runner import (
     check_finite_output,
     check_rows,
+    check_rows_deferred,
     eval_mode,
     module_device,
     resolve_device,
@@ -698,16 +699,20 @@ class NeuralTransformer(DocLinkMixin, TransformerMixin, BaseEstimator):
 
     # -- transform -------------------------------------------------------------
 
-    def _outputs(self, state, X):
-        """The selected output of a fitted ``state`` for validated ``X``."""
+    def _outputs(self, state, X, scanned=True):
+        """The selected output of a fitted ``state`` for validated ``X``
+        (``scanned=False``: not yet checked for NaN and infinity)."""
+        check = None if scanned else self
         compute = functools.partial(
-            _run_state, state, batch_size=self.batch_size
+            _run_state, state, batch_size=self.batch_size, check_input=check
         )
         if self._uses_pretrained:
             # A net used as it is gives a row the same output in every fold and
             # candidate of a search: each distinct row is computed once.
             fingerprint = functools.partial(_output_fingerprint, state)
-            return cached_outputs(self.cache, fingerprint, X, compute, owner=_owner(state))
+            return cached_outputs(
+                self.cache, fingerprint, X, compute, owner=_owner(state), check_input=check
+            )
         return compute(X)
 
     def _state(self):
@@ -730,8 +735,9 @@ class NeuralTransformer(DocLinkMixin, TransformerMixin, BaseEstimator):
         """
         if "module_" not in vars(self):
             check_is_fitted(self)  # raises NotFittedError; skipped when fitted (µs)
-        X = check_rows(self, X, reset=False)
-        return check_finite_output(self._outputs(self._state(), X), "NeuralTransformer")
+        X, scanned = check_rows_deferred(self, X)
+        out = self._outputs(self._state(), X, scanned=scanned)
+        return check_finite_output(out, "NeuralTransformer")
 
     def get_feature_names_out(self, input_features=None):
         """Names of the output columns, e.g. ``proba_<class>``, ``embedding_0``,
@@ -754,11 +760,14 @@ class NeuralTransformer(DocLinkMixin, TransformerMixin, BaseEstimator):
         return hasattr(self, "module_")
 
 
-def _run_state(state, X, *, batch_size):
+def _run_state(state, X, *, batch_size, check_input=None):
     # The module runs where it lives: a trained net's module is on the net's
     # device, a pretrained one on its own or on the copy's (see _pretrained).
     plan = state["_plan"]
-    return run_module(state["module_"], X, batch_size=batch_size, **plan.run_kwargs())
+    return run_module(
+        state["module_"], X, batch_size=batch_size, check_input=check_input,
+        **plan.run_kwargs(),
+    )
 
 
 def _output_fingerprint(state):

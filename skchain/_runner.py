@@ -24,16 +24,21 @@ import threading
 import warnings
 import weakref
 from contextlib import contextmanager
+from functools import partial
 
 import numpy as np
 import torch
+from sklearn.utils import assert_all_finite
 from sklearn.utils.validation import validate_data
 from torch import nn
 
 __all__ = [
     "CutAt",
+    "all_finite",
+    "check_finite_input",
     "check_finite_output",
     "check_rows",
+    "check_rows_deferred",
     "eval_mode",
     "forward_captured",
     "module_device",
@@ -108,14 +113,19 @@ def _visit(module, found, seen):
 
 def _device_of(submodules):
     # Same order as module.parameters(), then module.buffers().
-    for attr in ("_parameters", "_buffers"):
-        for m in submodules:
-            for tensor in getattr(m, attr).values():
-                if tensor is not None and not isinstance(
-                    tensor, nn.parameter.UninitializedTensorMixin
-                ):
-                    return tensor.device
-    return torch.device("cpu")
+    for m in submodules:
+        for tensor in m._parameters.values():
+            if tensor is not None and not isinstance(tensor, _LAZY):
+                return tensor.device
+    for m in submodules:
+        for tensor in m._buffers.values():
+            if tensor is not None and not isinstance(tensor, _LAZY):
+                return tensor.device
+    return _CPU
+
+
+_LAZY = nn.parameter.UninitializedTensorMixin
+_CPU = torch.device("cpu")
 
 
 def module_device(module):
@@ -135,6 +145,31 @@ def check_rows(estimator, X, *, reset, allow_nan=False):
     the same array, so the same result. Values beyond float32's range become
     infinity in the conversion and are reported as such, naming the fix.
     """
+    X, scanned = _check_rows(estimator, X, reset=reset, allow_nan=allow_nan)
+    if not scanned:
+        check_finite_input(estimator, X)
+    return X
+
+
+def check_rows_deferred(estimator, X):
+    """:func:`check_rows` at transform time, leaving the scan for NaN and
+    infinity to :func:`run_module` where X already is float32.
+
+    ``run_module(..., check_input=estimator)`` scans each chunk of rows just
+    before running it, while the chunk is in the CPU's cache: on a small net
+    a separate pass over a large X costs more than 5% of the whole run.
+
+    Returns
+    -------
+    X : ndarray of float32, C order
+    scanned : bool
+        Whether X was already checked for NaN and infinity (by
+        ``validate_data``); if not, the caller must have it checked.
+    """
+    return _check_rows(estimator, X, reset=False, allow_nan=False)
+
+
+def _check_rows(estimator, X, *, reset, allow_nan):
     if (
         not reset
         and type(X) is np.ndarray
@@ -144,12 +179,11 @@ def check_rows(estimator, X, *, reset, allow_nan=False):
         and X.shape[0] >= 1
         and X.shape[1] == getattr(estimator, "n_features_in_", -1)
         and not hasattr(estimator, "feature_names_in_")
-        and (allow_nan or np.isfinite(X).all())
     ):
         # Already what validate_data would return (float32, C order, the
         # fitted width, no names to compare): its checks cost several times a
         # small net's forward pass, so a 1-row transform skips them.
-        return X
+        return X, allow_nan
     X = validate_data(
         estimator,
         X,
@@ -158,12 +192,46 @@ def check_rows(estimator, X, *, reset, allow_nan=False):
         ensure_all_finite="allow-nan" if allow_nan else True,
         ensure_min_samples=1,
     )
-    return np.ascontiguousarray(X)
+    return np.ascontiguousarray(X), True
+
+
+def check_finite_input(estimator, X):
+    """Raise scikit-learn's ``ValueError`` if X holds NaN or infinity."""
+    if not all_finite(X):
+        assert_all_finite(X, estimator_name=type(estimator).__name__, input_name="X")
+
+
+# Up to this many values a Python sum decides (no NumPy call's overhead);
+# below the second bound np.isfinite is quicker than a BLAS call.
+_SUM_CHECK_SIZE = 256
+_DOT_CHECK_SIZE = 1 << 14
+
+
+def all_finite(array):
+    """Whether every value of a float array is finite, in one quick pass.
+
+    A sum of the values (of their squares, for large arrays: torch's dot
+    product reads them several times faster than ``np.isfinite(X).all()``,
+    which also writes a mask as big as X) is finite exactly when they all are:
+    NaN and infinity carry through, and inf - inf is NaN. Only finite values
+    too large for the sum make it infinite; the exact test then decides.
+    (Not NumPy's dot: OpenBLAS wakes a second thread for it, whose spinning
+    slows the net's forward pass that follows on a 2-core machine.)
+    """
+    size = array.size
+    if size <= _SUM_CHECK_SIZE:
+        if math.isfinite(sum(array.ravel().tolist())):
+            return True
+    elif size >= _DOT_CHECK_SIZE and array.flags.c_contiguous and array.dtype.kind == "f":
+        flat = torch.from_numpy(array.reshape(-1))
+        if math.isfinite(torch.dot(flat, flat)):
+            return True
+    return bool(np.isfinite(array).all())
 
 
 def check_finite_output(out, who):
     """Warn when a model produced NaN or infinity, naming it and how many rows."""
-    if out.size and not np.isfinite(out).all():
+    if out.size and not all_finite(out):
         bad = int((~np.isfinite(out)).any(axis=tuple(range(1, out.ndim))).sum())
         warnings.warn(
             f"{who} produced NaN or infinity in {bad} of {out.shape[0]} rows: the "
@@ -181,6 +249,27 @@ _LOCKS = weakref.WeakKeyDictionary()
 _LOCKS_GUARD = threading.Lock()
 
 
+class _ModuleState:
+    """What skchain keeps beside a module object (never on it): its lock, and
+    the captures for which it was seen writing into its input."""
+
+    __slots__ = ("lock", "writes_input")
+
+    def __init__(self):
+        self.lock = threading.RLock()
+        self.writes_input = set()
+
+
+def _module_state(module):
+    state = _LOCKS.get(module)
+    if state is None:
+        with _LOCKS_GUARD:
+            state = _LOCKS.get(module)
+            if state is None:
+                state = _LOCKS[module] = _ModuleState()
+    return state
+
+
 def module_lock(module):
     """The re-entrant lock that serialises runs of one module object.
 
@@ -189,11 +278,7 @@ def module_lock(module):
     The lock lives beside the module (a weak mapping), not on it, so the
     user's object is never changed and still pickles.
     """
-    with _LOCKS_GUARD:
-        lock = _LOCKS.get(module)
-        if lock is None:
-            lock = _LOCKS[module] = threading.RLock()
-        return lock
+    return _module_state(module).lock
 
 
 @contextmanager
@@ -435,6 +520,7 @@ def run_module(
     layer_inputs=False,
     postprocess=None,
     dtype=np.float32,
+    check_input=None,
 ):
     """Run ``module`` on the rows of ``X`` in batches, without gradients.
 
@@ -445,7 +531,8 @@ def run_module(
         are restored afterwards; its weights are never touched. The call holds
         :func:`module_lock`, so threads sharing a module get sequential results.
     X : ndarray of shape (n_samples, ...)
-        Input rows, already float32 (see :func:`check_rows`).
+        Input rows, already float32 (see :func:`check_rows`). Never written
+        to, even by a module that changes its input in place (see below).
     batch_size : int, default=1024
         Rows per forward pass.
     device : str or torch.device, default=None
@@ -459,101 +546,190 @@ def run_module(
         Applied to each batch's output tensor on the device (e.g. :func:`to_proba`).
     dtype : numpy dtype, default=np.float32
         dtype of the returned array.
+    check_input : estimator, default=None
+        If given, each chunk of rows is checked for NaN and infinity just
+        before it runs, raising scikit-learn's ``ValueError`` naming this
+        estimator (see :func:`check_rows_deferred`).
 
     Returns
     -------
     out : ndarray of shape (n_samples, n_outputs)
         Allocated once after the first batch, so peak memory is the output plus
         one batch of activations.
+
+    Notes
+    -----
+    On the CPU the module reads ``X``'s memory directly except where that is
+    unsafe: the first batch of every call runs on a copy, and torch's version
+    counter of that copy tells whether the module writes into its input
+    (``ReLU(inplace=True)`` first, ``x.div_(255)`` in ``forward``). A module
+    seen doing so gets copies of every batch from then on; the others read
+    ``X`` in place, which is what brings small, fast nets to the speed of a
+    raw loop. A module that writes into its input only for some rows, and not
+    for the first batch, is caught after the batch it changed: the call
+    raises a ``ValueError`` saying which rows, and later calls copy.
     """
     n = X.shape[0]
     if n == 0:
         raise ValueError("Cannot run a module on 0 rows; pass at least one row.")
-    with module_lock(module):
+    state = _module_state(module)
+    with state.lock:
         submodules = _submodules(module)
         device = _device_of(submodules) if device is None else torch.device(device)
         restore = _to_eval(submodules, module)
         try:
+            key = (tuple(layers) if layers else None, bool(layer_inputs))
+            check = None if check_input is None else partial(check_finite_input, check_input)
+            batches = _batches(module, X, batch_size, device, state, key, check)
             with torch.inference_mode():
                 if not layers:
-                    return _run_batches(module, X, batch_size, device, None, postprocess, dtype)
+                    return _gather(module, batches, n, None, postprocess, dtype)
                 with _Capture(module, layers, inputs=layer_inputs) as capture:
-                    return _run_batches(
-                        module, X, batch_size, device, capture, postprocess, dtype
-                    )
+                    return _gather(module, batches, n, capture, postprocess, dtype)
         finally:
             _restore(restore)
 
 
-# Input rows are copied this many bytes at a time (at least one batch): one
-# copy call for many small batches, and memory bounded for large inputs.
+# Input rows are checked and (where they must be) copied this many bytes at a
+# time (at least one batch): one call for many small batches, memory bounded
+# for large inputs, and each chunk still in the CPU's cache when it runs.
 _COPY_BYTES = 1 << 20
 # Batch outputs are gathered in torch and written into the result this many
 # bytes at a time: a list append per batch instead of a NumPy assignment.
 _FLUSH_BYTES = 1 << 20
 
 
-def _run_batches(module, X, batch_size, device, capture, postprocess, dtype):
+def _chunks(X, start, batch_size):
+    """``X[start:]`` in slices of whole batches of about ``_COPY_BYTES``."""
+    row_bytes = max(1, X.itemsize * math.prod(X.shape[1:]))
+    chunk_rows = batch_size * max(1, _COPY_BYTES // (batch_size * row_bytes))
+    for chunk_start in range(start, X.shape[0], chunk_rows):
+        yield chunk_start, X[chunk_start : chunk_start + chunk_rows]
+
+
+def _batches(module, X, batch_size, device, state, key, check):
+    """The input tensors of a run's forward passes, one per batch.
+
+    Made here, outside inference mode, so that the tensors over ``X`` carry a
+    version counter: in-place writes into them are seen. ``check`` (or
+    ``None``) is called on each chunk of rows before any of it runs.
+    """
     n = X.shape[0]
-    on_cpu = device.type == "cpu"
+    if device.type != "cpu":
+        return _copies(X, batch_size, device, check)  # .to(device) copies anyway
+    if not X.flags.writeable or key in state.writes_input:
+        # Read-only memory (pandas copy-on-write) cannot back a tensor without
+        # torch's warning; a module known to write into its input never sees X.
+        return _copies(X, batch_size, None, check)
+    head = X[:batch_size]
+    if check is not None:
+        check(head)
+    first = torch.from_numpy(head.copy())
     if n <= batch_size:
-        chunk_rows = n
-    else:
-        row_bytes = max(1, X.itemsize * math.prod(X.shape[1:]))
-        chunk_rows = batch_size * max(1, _COPY_BYTES // (batch_size * row_bytes))
+        return (first,)
+    return _learned(module, X, first, torch.from_numpy(X), batch_size, state, key, check)
+
+
+def _copies(X, batch_size, device, check, start=0):
+    for _, chunk in _chunks(X, start, batch_size):
+        if check is not None:
+            check(chunk)
+        if device is None:
+            chunk = torch.from_numpy(chunk.copy())
+        else:
+            chunk = torch.from_numpy(np.ascontiguousarray(chunk)).to(device)
+        yield from chunk.split(batch_size)
+
+
+def _learned(module, X, first, source, batch_size, state, key, check):
+    """The first batch as a copy; the rest as views of ``X`` (``source``) if
+    the module left that copy unchanged, else as copies."""
+    yield first
+    if first._version:
+        state.writes_input.add(key)
+        yield from _copies(X, batch_size, None, check, start=batch_size)
+        return
+    for chunk_start, chunk in _chunks(X, batch_size, batch_size):
+        if check is not None:
+            check(chunk)
+        start = chunk_start
+        for batch in source[chunk_start : chunk_start + chunk.shape[0]].split(batch_size):
+            yield batch
+            if source._version:
+                state.writes_input.add(key)
+                raise ValueError(
+                    f"{type(module).__name__} wrote into its input in place for rows "
+                    f"{start} to {start + batch.shape[0] - 1} of X, which it was "
+                    "given without a copy because it left the first batch unchanged; "
+                    "those rows of X are now changed. From now on this module gets "
+                    "copies: pass the original X again, or make the module's forward "
+                    "leave its input alone (no inplace=True, no x.op_())."
+                )
+            start += batch.shape[0]
+
+
+def _gather(module, batches, n, capture, postprocess, dtype):
+    """Run the module on each batch and gather the outputs into one array."""
     out = None
     pending = []
     pending_rows = done = 0
-    flush_rows = batch_size
-    for chunk_start in range(0, n, chunk_rows):
-        # A copy on the CPU, not a view: a module with an in-place first op
-        # (ReLU(inplace=True)) must not write into the caller's array, and
-        # read-only input (pandas copy-on-write) stays quiet. Another device
-        # gets a copy from .to() anyway.
-        chunk = X[chunk_start : chunk_start + chunk_rows]
-        chunk = chunk.copy() if on_cpu else np.ascontiguousarray(chunk)
-        for start in range(0, chunk.shape[0], batch_size):
-            batch = torch.from_numpy(chunk[start : start + batch_size])
-            if not on_cpu:
-                batch = batch.to(device)
-            rows = batch.shape[0]
-            if capture is not None:
-                parts = [p.reshape(rows, -1) for p in capture(batch)]
-                result = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
-            else:
-                result = module(batch)
-                if not isinstance(result, torch.Tensor):
-                    result = _first_tensor(result, "<final output>")
-            if postprocess is not None:
-                result = postprocess(result)
+    flush_rows = None
+    for batch in batches:
+        rows = batch.shape[0]
+        if capture is not None:
+            parts = [p.reshape(rows, -1) for p in capture(batch)]
+            result = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+        else:
+            result = module(batch)
+            if not isinstance(result, torch.Tensor):
+                result = _first_tensor(result, "<final output>")
+        if postprocess is not None:
+            result = postprocess(result)
+        shape = result.shape
+        if len(shape) != 2:
+            result = result.reshape(shape[0], -1)
             shape = result.shape
-            if len(shape) != 2:
-                result = result.reshape(shape[0], -1)
-                shape = result.shape
-            if shape[0] != rows:
-                raise ValueError(
-                    f"{type(module).__name__} returned {shape[0]} rows for a batch of "
-                    f"{rows}; the module must return one output row per input row "
-                    "(batch dimension first)."
-                )
+        if shape[0] != rows:
+            raise ValueError(
+                f"{type(module).__name__} returned {shape[0]} rows for a batch of "
+                f"{rows}; the module must return one output row per input row "
+                "(batch dimension first)."
+            )
+        if rows == n:
+            return _as_array(result, dtype)
+        if flush_rows is None:
+            flush_rows = max(rows, _FLUSH_BYTES // max(1, np.dtype(dtype).itemsize * shape[1]))
+        pending.append(result)
+        pending_rows += rows
+        if pending_rows >= flush_rows and done + pending_rows < n:
             if out is None:
                 out = np.empty((n, shape[1]), dtype=dtype)
-                flush_rows = max(batch_size, _FLUSH_BYTES // max(1, out.itemsize * shape[1]))
-            pending.append(result)
-            pending_rows += rows
-            if pending_rows >= flush_rows:
-                _flush(out, done, pending, pending_rows)
-                done += pending_rows
-                pending = []
-                pending_rows = 0
-    if pending:
-        _flush(out, done, pending, pending_rows)
+            _flush(out, done, pending, pending_rows)
+            done += pending_rows
+            pending = []
+            pending_rows = 0
+    if out is None:
+        # Every output fits one flush: torch.cat made new memory, returned as it is.
+        return _as_array(torch.cat(pending), dtype)
+    _flush(out, done, pending, pending_rows)
     return out
+
+
+def _as_array(result, dtype):
+    """An output tensor as the returned array, without a copy where that is
+    safe: a tensor made in inference mode is new memory, while any other is a
+    view of something that lives on (the input, a weight)."""
+    if result.device.type != "cpu":
+        return result.cpu().numpy().astype(dtype, copy=False)
+    array = result.numpy()
+    if not result.is_inference():
+        return np.array(array, dtype=dtype, order="C")
+    return np.ascontiguousarray(array, dtype=dtype)
 
 
 def _flush(out, start, pending, rows):
     """Write the outputs of the batches in ``pending`` into ``out[start:]``."""
     block = pending[0] if len(pending) == 1 else torch.cat(pending)
-    if block.device.type != "cpu" or block.requires_grad:
-        block = block.detach().cpu()
+    if block.device.type != "cpu":
+        block = block.cpu()
     out[start : start + rows] = block.numpy()

@@ -186,6 +186,17 @@ def _with(value):
     return make
 
 
+def _with32(value):
+    # float32 in C order takes the fast path that skips validate_data: NaN and
+    # infinity must still be caught there (during the run, for NeuralTransformer).
+    def make(X):
+        X = np.ascontiguousarray(X, dtype=np.float32)
+        X[-1, 2] = value
+        return X
+
+    return make
+
+
 def _object_none(X):
     X = X.astype(object)
     X[0, 0] = None
@@ -202,6 +213,8 @@ ERROR = {
     "nan": _with(np.nan),
     "pos_inf": _with(np.inf),
     "neg_inf": _with(-np.inf),
+    "nan_float32": _with32(np.nan),
+    "neg_inf_float32": _with32(-np.inf),
     "beyond_float32": _with(1e39),
     "words": lambda X: np.where(X > 8, "high", "low"),
     "object_none": _object_none,

@@ -1,0 +1,159 @@
+"""The runner: in-place writers never change X, chunked input checks, outputs
+that never alias the caller's memory, and the quick finiteness test."""
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from skchain import NeuralTransformer
+from skchain import _runner
+from skchain._runner import all_finite, check_rows_deferred, run_module
+
+
+class _Estimator:
+    n_features_in_ = 4
+
+
+def _rows(n, seed=0):
+    return np.random.RandomState(seed).normal(size=(n, 4)).astype(np.float32)
+
+
+def _reference(module, X):
+    with torch.no_grad():
+        return module(torch.from_numpy(X.copy())).numpy()
+
+
+@pytest.mark.parametrize("n", [1, 5, 6, 23])
+def test_a_module_writing_into_its_input_gets_copies(n):
+    torch.manual_seed(0)
+    module = nn.Sequential(nn.ReLU(inplace=True), nn.Linear(4, 2))
+    X = _rows(n)
+    before = X.copy()
+    expected = _reference(module, X)
+    out = run_module(module, X, batch_size=5)
+    np.testing.assert_array_equal(X, before)
+    np.testing.assert_allclose(out, expected, rtol=1e-6, atol=1e-7)
+    if n > 5:
+        # Seen writing into the first batch: remembered, every batch is a copy.
+        assert (None, False) in _runner._module_state(module).writes_input
+
+
+class _WritesBigRows(nn.Module):
+    """Writes into its input only when a row is large: a data-dependent writer
+    that the first batch cannot reveal."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = nn.Linear(4, 2)
+
+    def forward(self, x):
+        if bool((x > 100).any()):
+            x.clamp_(max=100)
+        return self.linear(x)
+
+
+def test_a_writer_hidden_from_the_first_batch_is_a_clear_error_then_copied():
+    torch.manual_seed(0)
+    module = _WritesBigRows()
+    X = _rows(12)
+    X[9, 1] = 1000.0
+    with pytest.raises(ValueError, match=r"wrote into its input in place for rows 8 to 11"):
+        run_module(module, X, batch_size=4)
+    assert X[9, 1] == 100.0  # said in the error: those rows were changed
+    X[9, 1] = 1000.0
+    before = X.copy()
+    out = run_module(module, X, batch_size=4)  # now remembered as a writer
+    np.testing.assert_array_equal(X, before)
+    np.testing.assert_allclose(out, _reference(module, X), rtol=1e-6, atol=1e-7)
+
+
+class _Identity(nn.Module):
+    def forward(self, x):
+        return x
+
+
+class _ReturnsWeight(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.table = nn.Parameter(torch.arange(8.0).reshape(2, 4))
+
+    def forward(self, x):
+        return self.table[: x.shape[0]]
+
+
+@pytest.mark.parametrize("n", [1, 2, 7])
+def test_outputs_never_share_memory_with_the_input(n):
+    X = _rows(n)
+    for batch_size in (1, 3, 100):
+        out = run_module(_Identity(), X, batch_size=batch_size)
+        np.testing.assert_array_equal(out, X)
+        assert not np.shares_memory(out, X)
+        out[...] = 7.0
+        np.testing.assert_array_equal(X, _rows(n))
+
+
+def test_outputs_never_share_memory_with_the_weights():
+    module = _ReturnsWeight()
+    out = run_module(module, _rows(2), batch_size=8)
+    out[...] = -1.0
+    np.testing.assert_array_equal(module.table.detach().numpy(), np.arange(8.0).reshape(2, 4))
+
+
+def test_a_captured_input_layer_does_not_alias_the_input():
+    torch.manual_seed(0)
+    module = nn.Sequential(nn.Linear(4, 2))
+    X = _rows(3)
+    out = run_module(module, X, layers=["0"], layer_inputs=True)
+    np.testing.assert_array_equal(out, X)
+    assert not np.shares_memory(out, X)
+
+
+@pytest.mark.parametrize("where", [0, 4, 29])
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+def test_checked_runs_catch_nan_and_infinity_in_any_chunk(monkeypatch, where, value):
+    monkeypatch.setattr(_runner, "_COPY_BYTES", 4 * 16)  # chunks of 4 rows of 4 float32
+    torch.manual_seed(0)
+    module = nn.Sequential(nn.Linear(4, 2))
+    X = _rows(30)
+    X[where, 2] = value
+    X_checked, scanned = check_rows_deferred(_Estimator(), X)
+    assert not scanned and X_checked is X
+    with pytest.raises(ValueError, match="Input X contains (NaN|infinity)"):
+        run_module(module, X, batch_size=2, check_input=_Estimator())
+
+
+def test_neural_transformer_reports_nan_in_the_last_chunk_like_validate_data(monkeypatch):
+    monkeypatch.setattr(_runner, "_COPY_BYTES", 4 * 16)
+    torch.manual_seed(0)
+    X = _rows(30)
+    nt = NeuralTransformer(nn.Sequential(nn.Linear(4, 2)), batch_size=2, cache=False).fit(X)
+    bad = X.copy()
+    bad[-1, 0] = np.nan
+    with pytest.raises(ValueError, match="Input X contains NaN") as fast:
+        nt.transform(bad)
+    with pytest.raises(ValueError, match="Input X contains NaN") as slow:
+        nt.transform(bad.astype(np.float64))  # through validate_data
+    assert str(fast.value) == str(slow.value)
+    for cache in (True, "auto"):
+        with pytest.raises(ValueError, match="Input X contains NaN"):
+            nt.set_params(cache=cache).transform(bad)
+
+
+@pytest.mark.parametrize("shape", [(1, 3), (10, 30), (1000, 40)])
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+def test_all_finite_is_exact(shape, dtype):
+    """Three paths (a Python sum, np.isfinite, a dot product): each finds one
+    bad value anywhere, and values too large for the sum are still finite."""
+    rng = np.random.RandomState(0)
+    X = rng.normal(size=shape).astype(dtype)
+    assert all_finite(X)
+    big = X.copy()
+    big.flat[rng.randint(big.size)] = np.finfo(dtype).max
+    big.flat[0] = np.finfo(dtype).max
+    assert all_finite(big)
+    for value in (np.nan, np.inf, -np.inf):
+        bad = X.copy()
+        bad.flat[rng.randint(bad.size)] = value
+        assert not all_finite(bad)
+        assert not all_finite(np.asfortranarray(bad))
