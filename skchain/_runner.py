@@ -251,13 +251,15 @@ _LOCKS_GUARD = threading.Lock()
 
 class _ModuleState:
     """What skchain keeps beside a module object (never on it): its lock, and
-    the captures for which it was seen writing into its input."""
+    the captures (layers, inputs) for which a run saw it write into its input
+    or leave it unchanged."""
 
-    __slots__ = ("lock", "writes_input")
+    __slots__ = ("lock", "writes_input", "reads_only")
 
     def __init__(self):
         self.lock = threading.RLock()
         self.writes_input = set()
+        self.reads_only = set()
 
 
 def _module_state(module):
@@ -559,15 +561,16 @@ def run_module(
 
     Notes
     -----
-    On the CPU the module reads ``X``'s memory directly except where that is
-    unsafe: the first batch of every call runs on a copy, and torch's version
-    counter of that copy tells whether the module writes into its input
-    (``ReLU(inplace=True)`` first, ``x.div_(255)`` in ``forward``). A module
-    seen doing so gets copies of every batch from then on; the others read
-    ``X`` in place, which is what brings small, fast nets to the speed of a
-    raw loop. A module that writes into its input only for some rows, and not
-    for the first batch, is caught after the batch it changed: the call
-    raises a ``ValueError`` saying which rows, and later calls copy.
+    On the CPU the module reads ``X``'s memory directly where that is safe.
+    The first run of a module (per selection of layers) gives it a copy of
+    the first batch, and torch's version counter of that copy tells whether
+    it writes into its input (``ReLU(inplace=True)`` first, ``x.div_(255)`` in
+    ``forward``). A module seen doing so gets copies of every batch from then
+    on; the others read ``X`` in place, which is what brings small, fast nets
+    to the speed of a raw loop. Every batch read in place is checked after it
+    ran: a module that writes into its input only for some rows, or whose
+    forward was changed to do so, is caught after the batch it changed; the
+    call raises a ``ValueError`` saying which rows, and later calls copy.
     """
     n = X.shape[0]
     if n == 0:
@@ -610,62 +613,81 @@ def _chunks(X, start, batch_size):
 def _batches(module, X, batch_size, device, state, key, check):
     """The input tensors of a run's forward passes, one per batch.
 
-    Made here, outside inference mode, so that the tensors over ``X`` carry a
-    version counter: in-place writes into them are seen. ``check`` (or
+    Each is a tensor of its own over NumPy memory, not a view of one big
+    tensor: torch runs a layer on a view measurably slower (5-8% on a small
+    MLP). Tensors over ``X`` are made outside inference mode, so that each
+    carries a version counter that in-place writes bump. ``check`` (or
     ``None``) is called on each chunk of rows before any of it runs.
     """
-    n = X.shape[0]
     if device.type != "cpu":
         return _copies(X, batch_size, device, check)  # .to(device) copies anyway
     if not X.flags.writeable or key in state.writes_input:
         # Read-only memory (pandas copy-on-write) cannot back a tensor without
         # torch's warning; a module known to write into its input never sees X.
         return _copies(X, batch_size, None, check)
-    head = X[:batch_size]
+    if key in state.reads_only:
+        return _views(module, X, 0, batch_size, state, key, check)
+    # Copied before it is checked: the check then reads rows already in cache.
+    first = torch.from_numpy(X[:batch_size].copy())
     if check is not None:
-        check(head)
-    first = torch.from_numpy(head.copy())
-    if n <= batch_size:
-        return (first,)
-    return _learned(module, X, first, torch.from_numpy(X), batch_size, state, key, check)
+        check(first.numpy())
+    return _learned(module, X, first, batch_size, state, key, check)
+
+
+def _split(chunk, batch_size):
+    return [
+        torch.from_numpy(chunk[start : start + batch_size])
+        for start in range(0, chunk.shape[0], batch_size)
+    ]
 
 
 def _copies(X, batch_size, device, check, start=0):
     for _, chunk in _chunks(X, start, batch_size):
         if check is not None:
             check(chunk)
+        chunk = chunk.copy()
         if device is None:
-            chunk = torch.from_numpy(chunk.copy())
+            yield from _split(chunk, batch_size)
         else:
-            chunk = torch.from_numpy(np.ascontiguousarray(chunk)).to(device)
-        yield from chunk.split(batch_size)
+            yield from (batch.to(device) for batch in _split(chunk, batch_size))
 
 
-def _learned(module, X, first, source, batch_size, state, key, check):
-    """The first batch as a copy; the rest as views of ``X`` (``source``) if
-    the module left that copy unchanged, else as copies."""
+def _learned(module, X, first, batch_size, state, key, check):
+    """A module's first run: the first batch as a copy; the rest read in
+    place if the module left that copy unchanged, else as copies."""
     yield first
     if first._version:
         state.writes_input.add(key)
         yield from _copies(X, batch_size, None, check, start=batch_size)
         return
-    for chunk_start, chunk in _chunks(X, batch_size, batch_size):
+    state.reads_only.add(key)
+    yield from _views(module, X, batch_size, batch_size, state, key, check)
+
+
+def _views(module, X, start, batch_size, state, key, check):
+    """Batches of ``X[start:]`` read in place, each checked for in-place
+    writes after it ran."""
+    for chunk_start, chunk in _chunks(X, start, batch_size):
         if check is not None:
             check(chunk)
-        start = chunk_start
-        for batch in source[chunk_start : chunk_start + chunk.shape[0]].split(batch_size):
+        with torch.inference_mode(False):  # version counters: see _batches
+            batches = _split(chunk, batch_size)
+        first = chunk_start
+        for batch in batches:
             yield batch
-            if source._version:
+            if batch._version:
+                state.reads_only.discard(key)
                 state.writes_input.add(key)
                 raise ValueError(
                     f"{type(module).__name__} wrote into its input in place for rows "
-                    f"{start} to {start + batch.shape[0] - 1} of X, which it was "
-                    "given without a copy because it left the first batch unchanged; "
-                    "those rows of X are now changed. From now on this module gets "
-                    "copies: pass the original X again, or make the module's forward "
-                    "leave its input alone (no inplace=True, no x.op_())."
+                    f"{first} to {first + batch.shape[0] - 1} of X, which it was "
+                    "given without a copy because it had left its input unchanged "
+                    "before (its forward changed since, or writes only for some "
+                    "rows); those rows of X are now changed. From now on this module "
+                    "gets copies: pass the original X again, or make the module's "
+                    "forward leave its input alone (no inplace=True, no x.op_())."
                 )
-            start += batch.shape[0]
+            first += batch.shape[0]
 
 
 def _gather(module, batches, n, capture, postprocess, dtype):
@@ -696,7 +718,10 @@ def _gather(module, batches, n, capture, postprocess, dtype):
                 "(batch dimension first)."
             )
         if rows == n:
-            return _as_array(result, dtype)
+            # The only batch: its output is the result. The loop goes on, so
+            # that the batches' generator records what it learned.
+            pending.append(result)
+            continue
         if flush_rows is None:
             flush_rows = max(rows, _FLUSH_BYTES // max(1, np.dtype(dtype).itemsize * shape[1]))
         pending.append(result)
@@ -709,8 +734,8 @@ def _gather(module, batches, n, capture, postprocess, dtype):
             pending = []
             pending_rows = 0
     if out is None:
-        # Every output fits one flush: torch.cat made new memory, returned as it is.
-        return _as_array(torch.cat(pending), dtype)
+        # Every output fits one flush: torch.cat makes new memory, returned as it is.
+        return _as_array(pending[0] if len(pending) == 1 else torch.cat(pending), dtype)
     _flush(out, done, pending, pending_rows)
     return out
 

@@ -53,9 +53,13 @@ class _WritesBigRows(nn.Module):
         return self.linear(x)
 
 
-def test_a_writer_hidden_from_the_first_batch_is_a_clear_error_then_copied():
+@pytest.mark.parametrize("earlier_run", [False, True])
+def test_a_writer_hidden_from_the_first_batch_is_a_clear_error_then_copied(earlier_run):
     torch.manual_seed(0)
     module = _WritesBigRows()
+    if earlier_run:  # seen leaving its input alone: later runs read X from the start
+        run_module(module, _rows(12), batch_size=4)
+        assert (None, False) in _runner._module_state(module).reads_only
     X = _rows(12)
     X[9, 1] = 1000.0
     with pytest.raises(ValueError, match=r"wrote into its input in place for rows 8 to 11"):
@@ -91,6 +95,22 @@ def test_outputs_never_share_memory_with_the_input(n):
         assert not np.shares_memory(out, X)
         out[...] = 7.0
         np.testing.assert_array_equal(X, _rows(n))
+
+
+def test_a_module_changed_to_write_into_its_input_is_caught_in_the_first_batch():
+    torch.manual_seed(0)
+    module = nn.Sequential(nn.ReLU(), nn.Linear(4, 2))
+    X = _rows(6)
+    run_module(module, X, batch_size=4)  # leaves its input alone: X read in place
+    module[0].inplace = True
+    with pytest.raises(ValueError, match=r"wrote into its input in place for rows 0 to 3"):
+        run_module(module, X, batch_size=4)
+    X = _rows(6)
+    before = X.copy()
+    np.testing.assert_allclose(
+        run_module(module, X, batch_size=4), _reference(module, X), rtol=1e-6, atol=1e-7
+    )
+    np.testing.assert_array_equal(X, before)
 
 
 def test_outputs_never_share_memory_with_the_weights():
