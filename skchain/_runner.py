@@ -626,6 +626,11 @@ def _batches(module, X, batch_size, device, state, key, check):
         # torch's warning; a module known to write into its input never sees X.
         return _copies(X, batch_size, None, check)
     if key in state.reads_only:
+        if X.shape[0] <= batch_size:
+            # One batch: its tensor made right here, outside inference mode.
+            if check is not None:
+                check(X)
+            return _one(module, torch.from_numpy(X), state, key)
         return _views(module, X, 0, batch_size, state, key, check)
     # Copied before it is checked: the check then reads rows already in cache.
     first = torch.from_numpy(X[:batch_size].copy())
@@ -664,6 +669,25 @@ def _learned(module, X, first, batch_size, state, key, check):
     yield from _views(module, X, batch_size, batch_size, state, key, check)
 
 
+def _one(module, batch, state, key):
+    yield batch
+    if batch._version:
+        _wrote(module, 0, batch.shape[0], state, key)
+
+
+def _wrote(module, first, rows, state, key):
+    state.reads_only.discard(key)
+    state.writes_input.add(key)
+    raise ValueError(
+        f"{type(module).__name__} wrote into its input in place for rows {first} to "
+        f"{first + rows - 1} of X, which it was given without a copy because it had "
+        "left its input unchanged before (its forward changed since, or writes only "
+        "for some rows); those rows of X are now changed. From now on this module "
+        "gets copies: pass the original X again, or make the module's forward leave "
+        "its input alone (no inplace=True, no x.op_())."
+    )
+
+
 def _views(module, X, start, batch_size, state, key, check):
     """Batches of ``X[start:]`` read in place, each checked for in-place
     writes after it ran."""
@@ -676,17 +700,7 @@ def _views(module, X, start, batch_size, state, key, check):
         for batch in batches:
             yield batch
             if batch._version:
-                state.reads_only.discard(key)
-                state.writes_input.add(key)
-                raise ValueError(
-                    f"{type(module).__name__} wrote into its input in place for rows "
-                    f"{first} to {first + batch.shape[0] - 1} of X, which it was "
-                    "given without a copy because it had left its input unchanged "
-                    "before (its forward changed since, or writes only for some "
-                    "rows); those rows of X are now changed. From now on this module "
-                    "gets copies: pass the original X again, or make the module's "
-                    "forward leave its input alone (no inplace=True, no x.op_())."
-                )
+                _wrote(module, first, batch.shape[0], state, key)
             first += batch.shape[0]
 
 
