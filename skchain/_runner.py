@@ -650,11 +650,12 @@ def _copies(X, batch_size, device, check, start=0):
     for _, chunk in _chunks(X, start, batch_size):
         if check is not None:
             check(chunk)
-        chunk = chunk.copy()
         if device is None:
-            yield from _split(chunk, batch_size)
+            yield from _split(chunk.copy(), batch_size)
         else:
-            yield from (batch.to(device) for batch in _split(chunk, batch_size))
+            # One transfer per chunk, which .to() copies; split on the device.
+            chunk = torch.from_numpy(np.ascontiguousarray(chunk)).to(device)
+            yield from chunk.split(batch_size)
 
 
 def _learned(module, X, first, batch_size, state, key, check):

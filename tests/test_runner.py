@@ -177,3 +177,13 @@ def test_all_finite_is_exact(shape, dtype):
         bad.flat[rng.randint(bad.size)] = value
         assert not all_finite(bad)
         assert not all_finite(np.asfortranarray(bad))
+
+
+def test_batches_for_another_device_come_in_order(monkeypatch):
+    """The path for a GPU, run with the CPU standing in for it: whole chunks
+    are moved (on a real device .to() makes the copy), then split in order."""
+    monkeypatch.setattr(_runner, "_COPY_BYTES", 4 * 16)
+    X = _rows(11)
+    batches = list(_runner._copies(X, 2, torch.device("cpu"), None))
+    assert [len(b) for b in batches] == [2, 2, 2, 2, 2, 1]
+    np.testing.assert_array_equal(torch.cat(batches).numpy(), X)
