@@ -202,9 +202,10 @@ def check_finite_input(estimator, X):
 
 
 # Up to this many values a Python sum decides (no NumPy call's overhead);
-# below the second bound np.isfinite is quicker than a BLAS call.
+# below the second bound np.isfinite is quicker than a dot product (measured
+# in a transform: the dot product is quicker from about a thousand values).
 _SUM_CHECK_SIZE = 256
-_DOT_CHECK_SIZE = 1 << 14
+_DOT_CHECK_SIZE = 1 << 10
 
 
 def all_finite(array):
