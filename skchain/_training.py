@@ -33,6 +33,8 @@ import torch
 from sklearn.utils import check_random_state
 from skorch.callbacks import Callback
 
+from ._loop import lean_loop
+
 __all__ = [
     "TRAINING_LOCK",
     "draw_seed",
@@ -168,7 +170,7 @@ def train_net(
             # Last, so the epoch's own callbacks (history, timers) have run.
             net.callbacks_.append(("skchain_checkpoints", _Checkpoints(*request)))
         try:
-            with weighted_training(net, X, sample_weight) as X_fit:
+            with weighted_training(net, X, sample_weight) as X_fit, lean_loop(net):
                 net.notify("on_train_begin", X=X, y=y)
                 try:
                     net.fit_loop(X_fit, y, **fit_params)
