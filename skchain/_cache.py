@@ -30,6 +30,7 @@ when:
    an idle and on a busy machine, in every run.
 """
 
+import functools
 import hashlib
 import json
 import os
@@ -778,19 +779,24 @@ def cached_outputs(cache, fingerprint, rows, compute, *, owner=None, check_input
     on every call, so changed weights are still never served stale.
 
     ``check_input`` (an estimator, or ``None``) means ``rows`` are not yet
-    checked for NaN and infinity: ``compute`` checks what it runs, and rows
-    are checked here before the cache is asked for them.
+    checked for NaN and infinity. Without a cache, ``compute(rows,
+    check_input=check_input)`` checks what it runs; with one, the rows are
+    checked here, before they are hashed, and ``compute`` is not asked to
+    check them again.
     """
     resolved = resolve_cache(cache)
+    uncached = compute if check_input is None else functools.partial(
+        compute, check_input=check_input
+    )
     if resolved is None:
-        return compute(rows)
+        return uncached(rows)
     if (
         owner is not None
         and resolved.auto
         and len(rows)
         and resolved.memory.owner_decision(owner, row_format(rows)) is False
     ):
-        return compute(rows)
+        return uncached(rows)
     if check_input is not None:
         check_finite_input(check_input, rows)
     return resolved.compute(fingerprint(), rows, compute, owner=owner)

@@ -375,8 +375,7 @@ def _key_plan(row_bytes):
     stream = hashlib.shake_256(f"skchain-row-key:{word}:{n_words}".encode())
     raw = np.frombuffer(stream.digest(8 * n_words * cols), dtype="<u8")
     matrix = (raw >> np.uint64(64 - bits)).astype(np.float64).reshape(n_words, cols)
-    matrix.flags.writeable = False
-    return np.dtype(f"<u{word}"), matrix
+    return np.dtype(f"<u{word}"), torch.from_numpy(matrix)
 
 
 def _array_keys(rows):
@@ -394,11 +393,15 @@ def _array_keys(rows):
     keys = np.empty((n, cols), dtype=np.float64)
     chunk = max(1, _CHUNK_BYTES // (8 * n_words))
     buffer = np.empty((min(chunk, n), n_words), dtype=np.float64)
+    # torch's product, not NumPy's: OpenBLAS would wake a second thread whose
+    # spinning slows the forward pass that follows (see _runner.all_finite).
+    # The sums are exact, so any BLAS gives the same keys.
+    keys_t = torch.from_numpy(keys)
     for start in range(0, n, chunk):
         stop = min(n, start + chunk)
         part = buffer[: stop - start]
         np.copyto(part, words[start:stop], casting="unsafe")
-        np.matmul(part, matrix, out=keys[start:stop])
+        torch.mm(torch.from_numpy(part), matrix, out=keys_t[start:stop])
     # One bytes object per row, made in C: the keys of the dictionaries.
     return keys.view(np.dtype((np.void, 8 * cols))).ravel().tolist()
 

@@ -703,9 +703,7 @@ class NeuralTransformer(DocLinkMixin, TransformerMixin, BaseEstimator):
         """The selected output of a fitted ``state`` for validated ``X``
         (``scanned=False``: not yet checked for NaN and infinity)."""
         check = None if scanned else self
-        compute = functools.partial(
-            _run_state, state, batch_size=self.batch_size, check_input=check
-        )
+        compute = functools.partial(_run_state, state, batch_size=self.batch_size)
         if self._uses_pretrained:
             # A net used as it is gives a row the same output in every fold and
             # candidate of a search: each distinct row is computed once.
@@ -713,7 +711,7 @@ class NeuralTransformer(DocLinkMixin, TransformerMixin, BaseEstimator):
             return cached_outputs(
                 self.cache, fingerprint, X, compute, owner=_owner(state), check_input=check
             )
-        return compute(X)
+        return compute(X, check_input=check)
 
     def _state(self):
         return {key: getattr(self, key, None) for key in _FITTED}

@@ -28,6 +28,7 @@ from functools import partial
 
 import numpy as np
 import torch
+from sklearn import get_config
 from sklearn.utils import assert_all_finite
 from sklearn.utils.validation import validate_data
 from torch import nn
@@ -196,7 +197,13 @@ def _check_rows(estimator, X, *, reset, allow_nan):
 
 
 def check_finite_input(estimator, X):
-    """Raise scikit-learn's ``ValueError`` if X holds NaN or infinity."""
+    """Raise scikit-learn's ``ValueError`` if X holds NaN or infinity.
+
+    Skipped, as in ``validate_data``, inside
+    ``sklearn.config_context(assume_finite=True)``.
+    """
+    if get_config()["assume_finite"]:
+        return
     if not all_finite(X):
         assert_all_finite(X, estimator_name=type(estimator).__name__, input_name="X")
 

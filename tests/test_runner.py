@@ -160,6 +160,31 @@ def test_neural_transformer_reports_nan_in_the_last_chunk_like_validate_data(mon
             nt.set_params(cache=cache).transform(bad)
 
 
+@pytest.mark.parametrize("cache", [False, True, "auto"])
+def test_neural_transformer_scans_each_input_value_once(monkeypatch, cache):
+    """With or without a cache, each value of X is checked for NaN once: a
+    cached transform checks the rows before hashing them, and its run does
+    not check them again."""
+    monkeypatch.setattr(_runner, "_COPY_BYTES", 4 * 8 * 64)
+    scanned = []
+    real = _runner.all_finite
+
+    def counting(array):
+        if array.ndim == 2 and array.shape[1] == 8:
+            scanned.append(array.size)
+        return real(array)
+
+    monkeypatch.setattr(_runner, "all_finite", counting)
+    torch.manual_seed(0)
+    X = np.random.RandomState(0).normal(size=(1000, 8)).astype(np.float32)
+    module = nn.Sequential(nn.Linear(8, 512), nn.ReLU(), nn.Linear(512, 3))
+    nt = NeuralTransformer(module, batch_size=64, cache=cache).fit(X[:5])
+    for _ in range(2):  # a first call (all misses) and a second one (all hits)
+        scanned.clear()
+        nt.transform(X)
+        assert sum(scanned) == X.size
+
+
 @pytest.mark.parametrize("shape", [(1, 3), (10, 30), (1000, 40)])
 @pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
 def test_all_finite_is_exact(shape, dtype):
@@ -187,3 +212,26 @@ def test_batches_for_another_device_come_in_order(monkeypatch):
     batches = list(_runner._copies(X, 2, torch.device("cpu"), None))
     assert [len(b) for b in batches] == [2, 2, 2, 2, 2, 1]
     np.testing.assert_array_equal(torch.cat(batches).numpy(), X)
+
+
+def test_assume_finite_skips_the_scan_as_in_scikit_learn():
+    """Inside config_context(assume_finite=True) scikit-learn skips its NaN
+    checks; the deferred scan does too, whatever the input's dtype (the
+    fast path or validate_data), with or without a cache."""
+    from sklearn import config_context
+    from sklearn.preprocessing import StandardScaler
+
+    torch.manual_seed(0)
+    X = _rows(50)
+    bad = X.copy()
+    bad[7, 1] = np.nan
+    for cache in (False, True):
+        nt = NeuralTransformer(nn.Sequential(nn.Linear(4, 2)), cache=cache).fit(X)
+        with pytest.raises(ValueError, match="Input X contains NaN"):
+            nt.transform(bad)
+        with config_context(assume_finite=True):
+            StandardScaler().fit(X).transform(bad)  # scikit-learn: no check
+            for rows in (bad, bad.astype(np.float64)):
+                with pytest.warns(RuntimeWarning, match="NaN or infinity in 1 of 50 rows"):
+                    out = nt.transform(rows)
+                assert np.isnan(out[7]).all() and np.isfinite(np.delete(out, 7, 0)).all()
