@@ -705,12 +705,10 @@ def _views(module, X, start, batch_size, state, key, check):
             check(chunk)
         with torch.inference_mode(False):  # version counters: see _batches
             batches = _split(chunk, batch_size)
-        first = chunk_start
-        for batch in batches:
+        for i, batch in enumerate(batches):
             yield batch
             if batch._version:
-                _wrote(module, first, batch.shape[0], state, key)
-            first += batch.shape[0]
+                _wrote(module, chunk_start + i * batch_size, batch.shape[0], state, key)
 
 
 def _gather(module, batches, n, capture, postprocess, dtype):
@@ -720,38 +718,28 @@ def _gather(module, batches, n, capture, postprocess, dtype):
     pending_rows = done = 0
     flush_rows = None
     for batch in batches:
-        rows = batch.shape[0]
-        if capture is not None:
-            parts = [p.reshape(rows, -1) for p in capture(batch)]
-            result = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
-        else:
+        if capture is None and postprocess is None:
             result = module(batch)
-            if not isinstance(result, torch.Tensor):
-                result = _first_tensor(result, "<final output>")
-        if postprocess is not None:
-            result = postprocess(result)
-        shape = result.shape
-        if len(shape) != 2:
-            result = result.reshape(shape[0], -1)
-            shape = result.shape
-        if shape[0] != rows:
-            raise ValueError(
-                f"{type(module).__name__} returned {shape[0]} rows for a batch of "
-                f"{rows}; the module must return one output row per input row "
-                "(batch dimension first)."
-            )
+        else:
+            result = _captured(module, batch, capture, postprocess)
+        rows = batch.shape[0]
+        # One test for the usual case (a 2-D tensor, one row per input row).
+        if not (isinstance(result, torch.Tensor) and result.ndim == 2
+                and result.shape[0] == rows):
+            result = _one_row_each(module, result, rows)
         if rows == n:
             # The only batch: its output is the result. The loop goes on, so
             # that the batches' generator records what it learned.
             pending.append(result)
             continue
-        if flush_rows is None:
-            flush_rows = max(rows, _FLUSH_BYTES // max(1, np.dtype(dtype).itemsize * shape[1]))
         pending.append(result)
         pending_rows += rows
+        if flush_rows is None:
+            width = result.shape[1]
+            flush_rows = max(rows, _FLUSH_BYTES // max(1, np.dtype(dtype).itemsize * width))
         if pending_rows >= flush_rows and done + pending_rows < n:
             if out is None:
-                out = np.empty((n, shape[1]), dtype=dtype)
+                out = np.empty((n, result.shape[1]), dtype=dtype)
             _flush(out, done, pending, pending_rows)
             done += pending_rows
             pending = []
@@ -761,6 +749,35 @@ def _gather(module, batches, n, capture, postprocess, dtype):
         return _as_array(pending[0] if len(pending) == 1 else torch.cat(pending), dtype)
     _flush(out, done, pending, pending_rows)
     return out
+
+
+def _captured(module, batch, capture, postprocess):
+    if capture is not None:
+        rows = batch.shape[0]
+        parts = [p.reshape(rows, -1) for p in capture(batch)]
+        result = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+    else:
+        result = module(batch)
+    if postprocess is not None:
+        if not isinstance(result, torch.Tensor):
+            result = _first_tensor(result, "<final output>")
+        result = postprocess(result)
+    return result
+
+
+def _one_row_each(module, result, rows):
+    """A batch's output as a 2-D tensor with ``rows`` rows, or the error."""
+    if not isinstance(result, torch.Tensor):
+        result = _first_tensor(result, "<final output>")
+    if result.ndim != 2:
+        result = result.reshape(result.shape[0] if result.ndim else 1, -1)
+    if result.shape[0] != rows:
+        raise ValueError(
+            f"{type(module).__name__} returned {result.shape[0]} rows for a batch of "
+            f"{rows}; the module must return one output row per input row "
+            "(batch dimension first)."
+        )
+    return result
 
 
 def _as_array(result, dtype):
