@@ -144,6 +144,14 @@ _SWAPS = {
 }
 
 
+# A net pickled in the middle of a training (skorch's Checkpoint with
+# f_pickle) carries these bound methods; pickle saves a bound method as
+# getattr(net, its name), so each takes the name it stands in for, and the
+# loaded net gets its class's own method.
+for _name, (_fn, _) in _SWAPS.items():
+    _fn.__name__ = _name
+
+
 @contextmanager
 def lean_loop(net):
     """Train ``net`` (a skorch net) through the lean loop within the block."""

@@ -190,7 +190,9 @@ class NeuralTransformer(DocLinkMixin, TransformerMixin, BaseEstimator):
     instead of skorch's row-by-row ``DataLoader`` (same batches, about twice
     as fast for small nets; with shuffling, the same seed gives another row
     order than skorch's own ``fit``). A net that sets ``iterator_train`` or
-    ``iterator_valid`` keeps its own.
+    ``iterator_valid`` keeps its own. Per batch, skorch's loop calls only the
+    callback methods that do something and switches the modules to training
+    mode only when one is not (same weights and history as skorch's loop).
 
     Examples
     --------

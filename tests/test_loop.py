@@ -195,3 +195,22 @@ def test_neural_transformer_trains_through_it(iris):
     net = make_net(callbacks=[("count", Count())], train_split=None, max_epochs=2)
     NeuralTransformer(net, random_state=0, cv=None).fit(X, y)
     assert calls and all(calls)
+
+
+def test_net_pickled_during_training_loads(iris, tmp_path):
+    """skorch's Checkpoint(f_pickle=...) pickles the net mid-training, with
+    the lean loop's methods on it: the pickle loads, and the loaded net runs
+    skorch's own methods."""
+    from skorch.callbacks import Checkpoint
+
+    X, y = iris
+    net = make_net(max_epochs=2, extra=[("ckpt", Checkpoint(
+        monitor=None, f_params=None, f_optimizer=None, f_criterion=None, f_history=None,
+        f_pickle="net.pkl", dirname=str(tmp_path), load_best=False))])
+    with lean_loop(net):
+        net.fit(X, y)
+    with open(tmp_path / "net.pkl", "rb") as handle:
+        loaded = pickle.load(handle)
+    assert loaded.notify.__func__ is NeuralNetClassifier.notify
+    loaded.partial_fit(X, y)  # two more epochs, through skorch's own loop
+    assert len(loaded.history) == 4
