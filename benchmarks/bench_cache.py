@@ -189,8 +189,9 @@ def bench_miss_and_hit(n_rows, rounds):
         none, miss, hit = (statistics.median(times[k]) for k in ("none", "miss", "hit"))
         # Ratios within a round (the three passes run moments apart), then
         # their median: steadier than a ratio of medians on a shared machine.
-        miss_ratio = statistics.median(m / n for m, n in zip(times["miss"], times["none"]))
-        hit_speedup = statistics.median(n / h for n, h in zip(times["none"], times["hit"]))
+        none_t, miss_t, hit_t = times["none"], times["miss"], times["hit"]
+        miss_ratio = statistics.median(m / n for m, n in zip(miss_t, none_t, strict=True))
+        hit_speedup = statistics.median(n / h for n, h in zip(none_t, hit_t, strict=True))
         rows.append(
             {
                 "output": f"{output} ({expected.shape[1]} columns)",

@@ -88,7 +88,7 @@ def history_without_times(net):
 
 def assert_same_training(plain, lean):
     for (name, a), (_, b) in zip(plain.module_.state_dict().items(),
-                                 lean.module_.state_dict().items()):
+                                 lean.module_.state_dict().items(), strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
     assert history_without_times(plain) == history_without_times(lean)
     assert dict(plain.callbacks_)["log"].calls_ == dict(lean.callbacks_)["log"].calls_

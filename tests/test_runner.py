@@ -6,8 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from skchain import NeuralTransformer
-from skchain import _runner
+from skchain import NeuralTransformer, _runner
 from skchain._runner import all_finite, check_rows_deferred, run_module
 
 
