@@ -1,6 +1,8 @@
 """The runner: in-place writers never change X, chunked input checks, outputs
 that never alias the caller's memory, and the quick finiteness test."""
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -187,8 +189,9 @@ def test_neural_transformer_scans_each_input_value_once(monkeypatch, cache):
 @pytest.mark.parametrize("shape", [(1, 3), (10, 30), (1000, 40)])
 @pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
 def test_all_finite_is_exact(shape, dtype):
-    """Three paths (a Python sum, np.isfinite, a dot product): each finds one
-    bad value anywhere, and values too large for the sum are still finite."""
+    """Three paths (a Python sum, np.isfinite, torch's sum): each finds one
+    bad value anywhere, and values too large for the sum are still finite;
+    a read-only array (a joblib memmap) is read without torch's warning."""
     rng = np.random.RandomState(0)
     X = rng.normal(size=shape).astype(dtype)
     assert all_finite(X)
@@ -201,6 +204,13 @@ def test_all_finite_is_exact(shape, dtype):
         bad.flat[rng.randint(bad.size)] = value
         assert not all_finite(bad)
         assert not all_finite(np.asfortranarray(bad))
+        bad.flags.writeable = False
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            assert not all_finite(bad)
+            good = X.copy()
+            good.flags.writeable = False
+            assert all_finite(good)
 
 
 def test_batches_for_another_device_come_in_order(monkeypatch):
