@@ -706,7 +706,7 @@ class NeuralTransformer(DocLinkMixin, TransformerMixin, BaseEstimator):
         (``scanned=False``: not yet checked for NaN and infinity)."""
         check = None if scanned else self
         compute = functools.partial(_run_state, state, batch_size=self.batch_size)
-        if self._uses_pretrained:
+        if self.cache is not False and self._uses_pretrained:
             # A net used as it is gives a row the same output in every fold and
             # candidate of a search: each distinct row is computed once.
             fingerprint = functools.partial(_output_fingerprint, state)
