@@ -38,6 +38,7 @@ from _common import best_of, markdown_table, write_section  # noqa: E402
 
 from skchain import NeuralTransformer, TextEmbedder, _cache, _fingerprint  # noqa: E402
 from skchain.datasets import load_topics  # noqa: E402
+from skchain._inputs import kind_of  # noqa: E402
 
 GRID = {"clf__C": [0.01, 0.03, 0.1, 0.3, 1.0, 3.0]}
 
@@ -134,7 +135,7 @@ def bench_row_keys(n_rows, repeat):
     for width in (64, 512, 1024):
         X = rng.rand(n_rows, width).astype(np.float32)
         candidates = {
-            "skchain keys (float64 product)": lambda X=X: _fingerprint.row_digests(X),
+            "skchain keys (float64 product)": lambda X=X: kind_of(X).keys(),
             "blake2b-128 per row": lambda X=X: [
                 hashlib.blake2b(r, digest_size=16).digest() for r in X
             ],

@@ -7,9 +7,11 @@ every candidate is pure waste: a ``GridSearchCV(cv=5)`` over six settings of
 the downstream steps runs the net over each row 30 times or more. This module
 computes each distinct row once and serves it from then on.
 
-An output is addressed by the model's fingerprint and the row's key
-(:mod:`skchain._fingerprint`). This module holds where outputs are kept and
-when:
+An output is addressed by the model's fingerprint (:mod:`skchain._fingerprint`)
+and the row's key, which the rows' kind gives (:mod:`skchain._inputs`). A call
+walks one way: the rows' kind, the "auto" decision (:mod:`skchain._flops`),
+the keys, the stores, the model for the rows not found. This module holds
+where outputs are kept and when:
 
 1. Process memory (always): blocks of rows, least recently used evicted first,
    bounded by :data:`DEFAULT_MAX_BYTES`. Each process has its own, so it is
@@ -23,11 +25,8 @@ when:
    value. Blocks sit where joblib's ``Memory.clear()`` and
    ``Memory.reduce_size()`` manage them with joblib's own items.
 3. The policy (``cache="auto"``, the wrappers' default): a model's rows are kept
-   when the model costs far more per row than keeping a row does. The cost is
-   counted, not timed: the floating-point operations of one row's forward pass
-   (torch's own FLOP formulas for matrix products, convolutions and attention),
-   against the bytes of that row's input and output. The decision is the same on
-   an idle and on a busy machine, in every run.
+   when the model costs far more per row than keeping a row does, counted in
+   FLOPs, not timed (:func:`skchain._flops.worth_caching`).
 """
 
 import functools
@@ -44,20 +43,16 @@ from collections import OrderedDict
 
 import numpy as np
 from joblib import Memory
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils.flop_counter import flop_registry
 
 from ._fingerprint import (
     callable_id,
     hash_weights,
-    is_array,
     model_fingerprint,
     named_tensors,
-    row_digests,
-    row_format,
     weights_digest,
 )
-from ._runner import check_finite_input
+from ._flops import row_flops, worth_caching
+from ._inputs import check_finite_input, kind_of
 
 __all__ = [
     "CACHE_CONSTRAINT",
@@ -67,7 +62,6 @@ __all__ = [
     "callable_id",
     "model_fingerprint",
     "resolve_cache",
-    "row_digests",
     "weights_digest",
 ]
 
@@ -86,18 +80,6 @@ CACHE_CONSTRAINT = ["boolean", str, os.PathLike, Memory]
 # with tracemalloc).
 _INDEX_BYTES_PER_ROW = 120
 
-# -- "auto": is a row's output worth keeping? ----------------------------------
-# A miss costs hashing the input row (a float64 matrix product over its words,
-# about as much as AUTO_FLOPS_PER_INPUT_BYTE / 20 flops of the net per byte),
-# copying the output into the store, and a few dictionary operations per row.
-# A model is cached when one row's forward pass costs at least 20 times that,
-# so that a miss adds at most about 5% to running the model; hits are then far
-# faster than recomputing. Calibrated with benchmarks/bench_cache.py, where
-# both sides are measured in the same process: the ratio of a flop to a hashed
-# byte varies much less between machines than either does.
-AUTO_FLOPS_PER_INPUT_BYTE = 600
-AUTO_FLOPS_PER_OUTPUT_BYTE = 100
-AUTO_FLOPS_PER_ROW = 200_000
 _DECISIONS_KEPT = 4096
 _DECISIONS_PER_MODULE = 64
 
@@ -106,76 +88,6 @@ _BLOCK_FILE = "output.pkl"  # joblib's reduce_size counts folders holding this n
 _MAGIC = b"SKCHOUT2"
 _CHECKSUM_SIZE = 32
 _MAX_HEADER = 1 << 16
-
-
-# -- the policy ----------------------------------------------------------------
-
-
-class _CountFlops(TorchDispatchMode):
-    """Adds up the FLOPs of the torch operations run in this thread.
-
-    Uses torch's own FLOP formulas (``torch.utils.flop_counter``); operations
-    without one (element-wise ones, embedding lookups) count zero, so the count
-    is a lower bound. Dispatch modes are thread-local: other threads' work is
-    neither counted nor slowed.
-    """
-
-    def __init__(self):
-        super().__init__()
-        self.flops = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        formula = flop_registry.get(func._overloadpacket)
-        if formula is None:
-            # Composite operations (aten.linear under inference_mode) reach the
-            # mode whole: run their decomposition so its matrix products count.
-            with self:
-                out = func.decompose(*args, **kwargs)
-            if out is not NotImplemented:
-                return out
-        out = func(*args, **kwargs)
-        if formula is not None:
-            self.flops += int(formula(*args, **kwargs, out_val=out))
-        return out
-
-
-def row_flops(compute, row):
-    """``(compute(row), flops)``: the output of a one-row batch and the FLOPs
-    its forward pass counted."""
-    counter = _CountFlops()
-    with counter:
-        out = compute(row)
-    return out, counter.flops
-
-
-def worth_caching(flops, input_bytes, output_bytes):
-    """Whether rows of a model are kept by ``cache="auto"``.
-
-    Parameters
-    ----------
-    flops : int
-        FLOPs counted for one row's forward pass.
-    input_bytes, output_bytes : int
-        Bytes of one row as the model sees it, and of one output row.
-
-    Returns
-    -------
-    bool
-        ``flops >= 600 * input_bytes + 100 * output_bytes + 200_000``.
-    """
-    threshold = (
-        AUTO_FLOPS_PER_INPUT_BYTE * input_bytes
-        + AUTO_FLOPS_PER_OUTPUT_BYTE * output_bytes
-        + AUTO_FLOPS_PER_ROW
-    )
-    return flops >= threshold
-
-
-def _row_bytes(rows):
-    if is_array(rows):
-        return rows[:1].nbytes
-    return len(rows[0].encode("utf-8", "surrogatepass"))
 
 
 # -- rows in process memory -----------------------------------------------------
@@ -579,12 +491,6 @@ def _disk_store(memory):
 # -- the cache -----------------------------------------------------------------
 
 
-def _take(rows, indices):
-    if is_array(rows):
-        return rows[indices]
-    return [rows[i] for i in indices]
-
-
 class OutputCache:
     """Outputs of frozen models, computed once per distinct row.
 
@@ -606,12 +512,17 @@ class OutputCache:
     def compute(self, fingerprint, rows, compute, owner=None):
         """``compute(rows)``, with each row taken from the cache when stored.
 
+        One direction, each step once: the rows' kind, the "auto" decision
+        (the first sight of a model runs one row), the rows' keys, then the
+        stores; only the rows not found are computed.
+
         Parameters
         ----------
         fingerprint : str
             :func:`model_fingerprint` of the model and output.
         rows : ndarray or list of str
-            The model's input, one row per output row.
+            The model's input, one row per output row, already checked
+            (a kind of :mod:`skchain._inputs`).
         compute : callable
             ``compute(subset_of_rows) -> ndarray (n_subset, n_outputs)``, run
             on the rows not found (in their order, duplicates removed).
@@ -624,50 +535,49 @@ class OutputCache:
         out : ndarray of shape (len(rows), n_outputs)
             A new array, never a view of the cache.
         """
+        rows = kind_of(rows)
         if len(rows) == 0:
-            return compute(rows)  # nothing to look up; the model reports the error
-        namespace = hashlib.blake2b(
-            f"{fingerprint}|{row_format(rows)}".encode(), digest_size=16
-        ).hexdigest()
-        if not self.auto:
-            return self._cached(namespace, rows, compute)
-        decision = self.memory.decision(namespace)
-        if decision is None:
-            return self._judge(namespace, rows, compute, owner)
-        if owner is not None:
-            self.memory.owner_decide(owner, row_format(rows), decision)
-        if decision:
-            return self._cached(namespace, rows, compute)
-        return compute(rows)
+            return compute(rows.rows)  # nothing to look up; the model reports the error
+        fmt = rows.row_format
+        namespace = hashlib.blake2b(f"{fingerprint}|{fmt}".encode(), digest_size=16).hexdigest()
+        head = None
+        if self.auto:
+            worth = self.memory.decision(namespace)
+            judged = worth is None
+            if judged:
+                worth, head = self._judge(rows, compute)
+            if not worth:
+                # A cheap model is run whole, as on every later call: a row
+                # computed alone may differ from the same row in a batch in
+                # the last bits, and repeated calls must give identical results.
+                # (Decided once it ran: a model that fails leaves no decision.)
+                out = compute(rows.rows)
+                self._decide(namespace, owner, fmt, False, judged)
+                return out
+            self._decide(namespace, owner, fmt, True, judged)
+        return self._cached(namespace, rows, compute, head)
 
-    def _judge(self, namespace, rows, compute, owner=None):
-        """First sight of a model in "auto" mode: count the FLOPs of its first
-        row and decide. A model worth caching keeps that row's output (it is
-        the cached value from then on), so no costly row is computed twice."""
+    def _decide(self, namespace, owner, fmt, worth, judged):
+        if judged:
+            self.memory.decide(namespace, worth)
+        if owner is not None:
+            self.memory.owner_decide(owner, fmt, worth)
+
+    @staticmethod
+    def _judge(rows, compute):
+        """First sight of a model in "auto" mode: ``(worth caching, output of
+        the first row or None)``, from the FLOPs of the first row. A model
+        worth caching keeps that row's output, so no costly row runs twice."""
         try:
-            head, flops = row_flops(compute, _take(rows, [0]))
+            head, flops = row_flops(compute, rows.take([0]))
         except Exception:
-            # The plain call raises if the model itself fails; if it does not,
+            # If the model itself fails, its plain call raises next; if not,
             # the counting mode could not run one of its operations: "not
             # counted, not cached", so a miss never costs.
-            out = compute(rows)
-            self._decide(namespace, owner, rows, False)
-            return out
+            return False, None
         head = np.asarray(head)
-        worth = worth_caching(flops, _row_bytes(rows), head[:1].nbytes)
-        self._decide(namespace, owner, rows, worth)
-        if worth:
-            self._store(namespace, row_digests(_take(rows, [0])), head.copy())
-            return self._cached(namespace, rows, compute)
-        # A cheap model is run whole, as on every later call: a row computed
-        # alone may differ from the same row in a batch in the last bits, and
-        # repeated calls must give identical results. One row twice is cheap.
-        return compute(rows)
-
-    def _decide(self, namespace, owner, rows, worth):
-        self.memory.decide(namespace, worth)
-        if owner is not None:
-            self.memory.owner_decide(owner, row_format(rows), worth)
+        worth = worth_caching(flops, rows.row_bytes, head[:1].nbytes)
+        return worth, (head.copy() if worth else None)
 
     def _store(self, namespace, keys, values):
         """Keep ``values`` (which the cache then owns) for ``keys``."""
@@ -680,8 +590,10 @@ class OutputCache:
             )
         self.memory.put(namespace, keys, values)
 
-    def _cached(self, namespace, rows, compute):
-        keys = row_digests(rows)
+    def _cached(self, namespace, rows, compute, head=None):
+        keys = rows.keys()
+        if head is not None:
+            self._store(namespace, keys[:1], head)
         n = len(keys)
         if len(set(keys)) == n:
             distinct, inverse, origin = keys, None, None
@@ -712,10 +624,10 @@ class OutputCache:
         if len(missing):
             whole = len(missing) == len(distinct)
             if whole and origin is None:
-                subset = rows  # the common first pass: no copy of the rows
+                subset = rows.rows  # the common first pass: no copy of the rows
             else:
                 source = missing if origin is None else origin[missing]
-                subset = _take(rows, source)
+                subset = rows.take(source)
             computed = np.ascontiguousarray(compute(subset))
             if computed.shape[0] != len(missing):
                 raise ValueError(
@@ -785,18 +697,19 @@ def cached_outputs(cache, fingerprint, rows, compute, *, owner=None, check_input
     check them again.
     """
     resolved = resolve_cache(cache)
+    rows = kind_of(rows)
     uncached = compute if check_input is None else functools.partial(
         compute, check_input=check_input
     )
     if resolved is None:
-        return uncached(rows)
+        return uncached(rows.rows)
     if (
         owner is not None
         and resolved.auto
         and len(rows)
-        and resolved.memory.owner_decision(owner, row_format(rows)) is False
+        and resolved.memory.owner_decision(owner, rows.row_format) is False
     ):
-        return uncached(rows)
+        return uncached(rows.rows)
     if check_input is not None:
-        check_finite_input(check_input, rows)
+        check_finite_input(check_input, rows.rows)
     return resolved.compute(fingerprint(), rows, compute, owner=owner)

@@ -1,4 +1,4 @@
-"""Fingerprints for the frozen-output cache: what a model is, what a row is.
+"""Fingerprints for the frozen-output cache: what a model is.
 
 Two digests address a cached output (see :mod:`skchain._cache`):
 
@@ -6,8 +6,8 @@ Two digests address a cached output (see :mod:`skchain._cache`):
   digest of every parameter and buffer (:func:`weights_digest`), and whatever
   else the caller says decides the output (the layer read, the
   post-processing, ...; functions are named by :func:`callable_id`).
-- :func:`row_digests`: one key per row, cheap enough to compute for every row
-  of every call (a cache miss must cost almost nothing).
+- the key of each row, which the input's kind gives
+  (:meth:`skchain._inputs.InputKind.keys`).
 
 Both are independent of the process, so the disk layer can share them.
 
@@ -43,38 +43,19 @@ without building the ``repr`` on every call. Both checks read the modules'
 Not detected: a write that bypasses the version counter *and* changes only
 unsampled values (``param.data[3, 7] = 0.0`` on a large matrix). The user guide
 says so and how to avoid it.
-
-Row keys
---------
-A numeric row's key is a universal hash computed for all rows at once by one
-matrix product: the row's bytes, read as ``w`` unsigned words, times a fixed
-pseudo-random integer matrix ``R`` (``w x c``), in float64. Every term and
-partial sum is an integer below 2**53, so the product is exact -- the same key
-on any CPU, BLAS, batch size or process. For two different rows ``x != y`` and
-one column ``r`` of ``R`` with entries drawn from ``[0, 2**b)``, ``(x - y) . r
-== 0`` holds for at most one value of ``r_i`` at a coordinate where the rows
-differ, so with probability at most ``2**-b``; ``c`` columns with ``b * c >=
-128`` bound a collision of two given rows by ``2**-128``, as a 128-bit
-cryptographic digest would. ``R`` comes from SHAKE-256 of a fixed label (not
-from the data), so that bound holds for any data not built against ``R``. It is
-3-5x cheaper than hashing each row with ``hashlib`` (a Python call per row;
-measured in ``benchmarks/bench_cache.py``). Texts are keyed by a 128-bit
-BLAKE2b of their UTF-8 bytes: encoding a text costs far more than hashing it.
 """
 
 import functools
 import hashlib
-import math
 import re
 import threading
 import weakref
 
-import numpy as np
 import torch
 
 from ._runner import _submodules
 
-__all__ = ["callable_id", "model_fingerprint", "row_digests", "weights_digest"]
+__all__ = ["callable_id", "model_fingerprint", "weights_digest"]
 
 DIGEST_SIZE = 16
 _FORMAT_TAG = b"skchain-output-cache-v2"
@@ -337,93 +318,3 @@ def model_fingerprint(module, *parts):
     for part in parts:
         _update(hasher, stable_repr(part))
     return hasher.hexdigest()
-
-
-# -- row keys ------------------------------------------------------------------
-
-# float64 represents every integer below 2**53 exactly.
-_EXACT_BITS = 53
-_KEY_BITS = 128
-# Rows hashed per matrix product: the float64 copy of a chunk stays in cache.
-_CHUNK_BYTES = 1 << 18
-
-
-def is_array(rows):
-    return isinstance(rows, np.ndarray) and rows.dtype != object
-
-
-@functools.lru_cache(maxsize=64)
-def _key_plan(row_bytes):
-    """Word size, and the hashing matrix, for rows of ``row_bytes`` bytes.
-
-    Wider words mean fewer words to convert but fewer bits per column before
-    the sum could exceed 2**53; the plan with the least work is chosen.
-    """
-    best = None
-    for word in (4, 2, 1):
-        if row_bytes % word:
-            continue
-        n_words = row_bytes // word
-        bits = _EXACT_BITS - math.ceil(math.log2(n_words * (2 ** (8 * word) - 1) + 1))
-        if bits < 8:
-            continue
-        cols = -(-_KEY_BITS // bits)
-        cost = n_words * (cols + 2)  # the product, plus converting the words
-        if best is None or cost < best[0]:
-            best = (cost, word, n_words, bits, cols)
-    _, word, n_words, bits, cols = best
-    stream = hashlib.shake_256(f"skchain-row-key:{word}:{n_words}".encode())
-    raw = np.frombuffer(stream.digest(8 * n_words * cols), dtype="<u8")
-    matrix = (raw >> np.uint64(64 - bits)).astype(np.float64).reshape(n_words, cols)
-    return np.dtype(f"<u{word}"), torch.from_numpy(matrix)
-
-
-def _array_keys(rows):
-    rows = np.ascontiguousarray(rows)
-    n = rows.shape[0]
-    if n == 0:
-        return []
-    flat = rows.reshape(n, -1)
-    row_bytes = flat.shape[1] * flat.dtype.itemsize
-    if row_bytes == 0:
-        return [b""] * n
-    word, matrix = _key_plan(row_bytes)
-    words = flat.view(np.uint8).view(word)
-    n_words, cols = matrix.shape
-    keys = np.empty((n, cols), dtype=np.float64)
-    chunk = max(1, _CHUNK_BYTES // (8 * n_words))
-    buffer = np.empty((min(chunk, n), n_words), dtype=np.float64)
-    # torch's product, not NumPy's: OpenBLAS would wake a second thread whose
-    # spinning slows the forward pass that follows (see _runner.all_finite).
-    # The sums are exact, so any BLAS gives the same keys.
-    keys_t = torch.from_numpy(keys)
-    for start in range(0, n, chunk):
-        stop = min(n, start + chunk)
-        part = buffer[: stop - start]
-        np.copyto(part, words[start:stop], casting="unsafe")
-        torch.mm(torch.from_numpy(part), matrix, out=keys_t[start:stop])
-    # One bytes object per row, made in C: the keys of the dictionaries.
-    return keys.view(np.dtype((np.void, 8 * cols))).ravel().tolist()
-
-
-def row_digests(rows):
-    """One key (``bytes``) per row; equal rows give equal keys, in any process.
-
-    ``rows`` is a numeric ndarray (its rows' bytes are keyed, so pass the array
-    in the dtype the model sees; memory order does not matter) or a sequence
-    of ``str``.
-    """
-    if is_array(rows):
-        return _array_keys(rows)
-    blake2b = hashlib.blake2b
-    return [
-        blake2b(text.encode("utf-8", "surrogatepass"), digest_size=DIGEST_SIZE).digest()
-        for text in rows
-    ]
-
-
-def row_format(rows):
-    """What, besides its bytes, a row key depends on: dtype and row shape."""
-    if is_array(rows):
-        return ("array", rows.dtype.str, tuple(rows.shape[1:]))
-    return ("text",)

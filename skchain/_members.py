@@ -29,6 +29,7 @@ from sklearn.utils import get_tags
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ._outputs import describe_net
+from ._inputs import VALIDATION_ATTRIBUTES, validate_numeric
 from ._runner import check_finite_output, normalize_proba, run_module
 
 __all__ = [
@@ -186,8 +187,9 @@ class Rows:
 def validate_rows(ensemble, X, *, reset):
     """Validate ``X`` for ``ensemble`` before any member runs; return :class:`Rows`.
 
-    With a torch member, X must be a finite numeric 2-D table (any dtype,
-    order or container) and is converted once to C-ordered float32 for the
+    With a torch member, X must be finite numeric rows (a table in any dtype,
+    order or container, or an N-D array of images or sequences; see
+    :mod:`skchain._inputs`) and is converted once to C-ordered float32 for the
     torch members. An ensemble of scikit-learn estimators only checks the
     shape, width, feature names and (unless every member allows it) NaN, and
     keeps the values' dtype, so its members see what they would see alone.
@@ -196,8 +198,11 @@ def validate_rows(ensemble, X, *, reset):
     torch_members = any(_is_torch(member_kind(est)) for _, est in pairs)
     allow_nan, sparse = input_tags(ensemble.estimators)
     if torch_members:
-        validated = validate_data(
-            ensemble, X, reset=reset, dtype=[np.float64, np.float32], ensure_all_finite=True
+        # Images and sequences only where every member is a torch model: a
+        # scikit-learn member takes 2-D tables.
+        all_torch = all(_is_torch(member_kind(est)) for _, est in pairs)
+        validated = validate_numeric(
+            ensemble, X, reset=reset, dtype=[np.float64, np.float32], allow_nd=all_torch
         )
         with np.errstate(over="ignore"):  # reported below, naming the fix
             f32 = np.ascontiguousarray(validated, dtype=np.float32)
@@ -311,7 +316,8 @@ def member_outputs(name, est, rows, method):
 
 def _fitted_state(estimator):
     return {
-        k: v for k, v in vars(estimator).items() if k.endswith("_") and not k.startswith("__")
+        k: v for k, v in vars(estimator).items()
+        if (k.endswith("_") and not k.startswith("__")) or k in VALIDATION_ATTRIBUTES
     }
 
 

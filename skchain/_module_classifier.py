@@ -12,7 +12,8 @@ from torch import nn
 
 from ._members import fit_or_restore, run_torch
 from ._repr import DocLinkMixin
-from ._runner import check_rows, normalize_proba, to_proba
+from ._inputs import check_rows
+from ._runner import normalize_proba, to_proba
 from ._sklearn_compat import Interval, StrOptions, _fit_context
 
 __all__ = ["ModuleClassifier"]

@@ -21,10 +21,9 @@ from ._cache import CACHE_CONSTRAINT, cached_outputs, callable_id, model_fingerp
 from ._crossfit import check_splits, cross_fit, resolve_cv
 from ._outputs import describe_net, feature_names, net_kind, plan_output, target_aligned
 from ._repr import DocLinkMixin
+from ._inputs import VALIDATION_ATTRIBUTES, check_rows, check_rows_deferred
 from ._runner import (
     check_finite_output,
-    check_rows,
-    check_rows_deferred,
     eval_mode,
     module_device,
     resolve_device,
@@ -429,8 +428,11 @@ class NeuralTransformer(DocLinkMixin, TransformerMixin, BaseEstimator):
                 aligned=target_aligned(self.output),
             )
             if cv is None:
-                state = self._fit_state(X, y, fit_params, draw_seed(self.random_state))
-                out = self._outputs(state, X)
+                # The outputs of all rows name the columns: no probe run first.
+                state = self._fit_state(
+                    X, y, fit_params, draw_seed(self.random_state), probe=False
+                )
+                out = self._probe(state, X, all_rows=True)
             else:
                 state, out = self._cross_fit(X, y, cv, fit_params, groups)
         self._set_state(state)
@@ -484,11 +486,11 @@ class NeuralTransformer(DocLinkMixin, TransformerMixin, BaseEstimator):
         """Give back the input description that validation set if the fit fails,
         so a failed or interrupted fit leaves the previous fitted state whole."""
         kept = {k: v for k, v in vars(self).items()
-                if k in ("n_features_in_", "feature_names_in_")}
+                if k in VALIDATION_ATTRIBUTES}
         try:
             yield
         except BaseException:
-            for key in ("n_features_in_", "feature_names_in_"):
+            for key in VALIDATION_ATTRIBUTES:
                 vars(self).pop(key, None)
             vars(self).update(kept)
             raise
@@ -500,12 +502,13 @@ class NeuralTransformer(DocLinkMixin, TransformerMixin, BaseEstimator):
             else:
                 setattr(self, key, state[key])
 
-    def _fit_state(self, X, y, fit_params, seed, classes=None):
+    def _fit_state(self, X, y, fit_params, seed, classes=None, probe=True):
         """The one fitting routine: fit on validated float32 ``X`` and return the
         fitted attributes (see ``_FITTED``) without setting them.
 
         ``classes`` fixes the label set (cross fitting: every fold's columns
-        mean the same classes); ``seed`` seeds the training.
+        mean the same classes); ``seed`` seeds the training. ``probe=False``
+        leaves the output's names to the caller's ``_probe(state, X, all_rows=True)``.
         """
         fit_params = dict(fit_params)
         sample_weight = fit_params.pop("sample_weight", None)
@@ -524,7 +527,8 @@ class NeuralTransformer(DocLinkMixin, TransformerMixin, BaseEstimator):
             "_info": info,
             "_plan": plan,
         }
-        state["_feature_names_out"] = self._probe(state, X)
+        if probe:
+            self._probe(state, X)
         return state
 
     def _pretrained(self, X):
@@ -636,7 +640,10 @@ class NeuralTransformer(DocLinkMixin, TransformerMixin, BaseEstimator):
         """Fail before training when the module's output cannot fit the target."""
         if y is None:
             return
-        out = _raw_output(net.module_, X[:2])
+        try:
+            out = _raw_output(net.module_, X[:2])
+        except RuntimeError as exc:
+            raise _does_not_fit(X, exc) from exc
         kind = self._net_kind()
         shape = tuple(out.shape)
         if kind == "classifier":
@@ -664,27 +671,29 @@ class NeuralTransformer(DocLinkMixin, TransformerMixin, BaseEstimator):
                     f"(n_samples, {n_targets})."
                 )
 
-    def _probe(self, state, X):
-        """Run two rows through the chosen output: catches a module that does not
-        fit the input width, and gives the output's feature names."""
+    def _probe(self, state, X, all_rows=False):
+        """Run the chosen output on two rows of ``X`` (or on all of them) and set
+        the state's output names: catches a module that does not fit the input's
+        shape. Returns the outputs that ran."""
         module, plan, info = state["module_"], state["_plan"], state["_info"]
-        head = X[:2]
+        rows = X if all_rows else X[:2]
         try:
             if plan.layers and plan.keyword is None:
+                # Each layer's width names its columns.
+                out = None
                 widths = [
-                    run_module(module, head, layers=[name]).shape[1]
+                    run_module(module, X[:2], layers=[name]).shape[1]
                     for name in plan.layers
                 ]
+                if all_rows:
+                    out = self._outputs(state, rows)
             else:
                 # Through the cache, like every later call: a pretrained module
-                # runs these two rows once per search, not once per fit.
-                widths = [self._outputs(state, head).shape[1]]
+                # runs these rows once per search, not once per fit.
+                out = self._outputs(state, rows)
+                widths = [out.shape[1]]
         except RuntimeError as exc:
-            raise ValueError(
-                f"The module failed on input of shape (n, {X.shape[1]}): {exc}. "
-                "Check that its first layer takes that many features (or use "
-                "torch.nn.LazyLinear)."
-            ) from exc
+            raise _does_not_fit(X, exc) from exc
         classes = info.classes
         if (
             info.kind == "classifier"
@@ -697,7 +706,8 @@ class NeuralTransformer(DocLinkMixin, TransformerMixin, BaseEstimator):
                 f"{len(classes)} classes ({list(classes)[:5]}...): the module's last "
                 "layer must have one output per class."
             )
-        return feature_names(plan, info, widths)
+        state["_feature_names_out"] = feature_names(plan, info, widths)
+        return out
 
     # -- transform -------------------------------------------------------------
 
@@ -705,7 +715,12 @@ class NeuralTransformer(DocLinkMixin, TransformerMixin, BaseEstimator):
         """The selected output of a fitted ``state`` for validated ``X``
         (``scanned=False``: not yet checked for NaN and infinity)."""
         check = None if scanned else self
-        compute = functools.partial(_run_state, state, batch_size=self.batch_size)
+        # The module runs where it lives: a trained net's module is on the net's
+        # device, a pretrained one on its own or on the copy's (see _pretrained).
+        compute = functools.partial(
+            run_module, state["module_"], batch_size=self.batch_size,
+            **state["_plan"].run_kwargs(),
+        )
         if self.cache is not False and self._uses_pretrained:
             # A net used as it is gives a row the same output in every fold and
             # candidate of a search: each distinct row is computed once.
@@ -758,16 +773,6 @@ class NeuralTransformer(DocLinkMixin, TransformerMixin, BaseEstimator):
 
     def __sklearn_is_fitted__(self):
         return hasattr(self, "module_")
-
-
-def _run_state(state, X, *, batch_size, check_input=None):
-    # The module runs where it lives: a trained net's module is on the net's
-    # device, a pretrained one on its own or on the copy's (see _pretrained).
-    plan = state["_plan"]
-    return run_module(
-        state["module_"], X, batch_size=batch_size, check_input=check_input,
-        **plan.run_kwargs(),
-    )
 
 
 def _output_fingerprint(state):
@@ -823,9 +828,16 @@ def _materialize(module, X):
     try:
         _raw_output(module, X[:2])
     except RuntimeError as exc:
-        raise ValueError(
-            f"The module failed on input of shape (n, {X.shape[1]}): {exc}."
-        ) from exc
+        raise _does_not_fit(X, exc) from exc
+
+
+def _does_not_fit(X, exc):
+    shape = "(" + ", ".join(["n", *map(str, X.shape[1:])]) + ")"
+    return ValueError(
+        f"The module failed on input of shape {shape}: {exc}. Check that its "
+        "first layer takes rows of that shape (that many features, or those "
+        "channels and image size; or use torch.nn.LazyLinear)."
+    )
 
 
 def _raw_output(module, X):

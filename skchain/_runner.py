@@ -1,17 +1,14 @@
-"""The one path from rows to a torch module's output.
+"""The one path from checked rows to a torch module's output.
 
 Every wrapper (``NeuralTransformer``, ``ModuleClassifier``, the output
-ensembles, merged heads, the benchmark zoo) goes through this module:
+ensembles, merged heads, the benchmark zoo) goes through this module once its
+input is checked (:mod:`skchain._inputs`):
 
-- :func:`check_rows` validates X with scikit-learn's ``validate_data`` and
-  converts it once to C-ordered float32;
-- :func:`run_module` runs the module over it in batches, under ``no_grad`` and
-  eval mode, holding the module's lock so concurrent threads see sequential
-  results and leave the module as it was;
-- :func:`forward_captured` is the one mechanism that captures named layers
-  (their outputs or inputs) and stops the forward pass once they are seen;
-  :class:`CutAt` wraps it as a module for cuts at a layer (merged heads,
-  export);
+- :func:`run_module` runs the module over the rows in batches, under
+  ``no_grad`` and eval mode, holding the module's lock so concurrent threads
+  see sequential results and leave the module as it was; named layers are read
+  with :mod:`skchain._capture`'s hooks;
+- :func:`check_finite_output` reports a model that produced NaN or infinity;
 - :func:`to_proba` is the one definition of logits -> probabilities.
 
 skorch's ``predict_proba`` builds a ``Dataset`` and indexes it row by row; here
@@ -28,22 +25,17 @@ from functools import partial
 
 import numpy as np
 import torch
-from sklearn import get_config
-from sklearn.utils import assert_all_finite
-from sklearn.utils.validation import validate_data
 from torch import nn
 
+from ._capture import _Capture, _first_tensor
+from ._inputs import all_finite, check_finite_input
+
 __all__ = [
-    "CutAt",
-    "all_finite",
-    "check_finite_input",
     "check_finite_output",
-    "check_rows",
-    "check_rows_deferred",
     "eval_mode",
-    "forward_captured",
     "module_device",
     "module_lock",
+    "normalize_proba",
     "resolve_device",
     "run_module",
     "to_proba",
@@ -134,111 +126,6 @@ def module_device(module):
     return _device_of(_submodules(module))
 
 
-# -- input ---------------------------------------------------------------------
-
-
-def check_rows(estimator, X, *, reset, allow_nan=False):
-    """Validate ``X`` for ``estimator`` and return it as C-ordered float32.
-
-    scikit-learn's ``validate_data`` does the checking (2-D, at least one row,
-    numeric, finite unless ``allow_nan``, ``n_features_in_`` and
-    ``feature_names_in_``); any numeric dtype, memory order or container gives
-    the same array, so the same result. Values beyond float32's range become
-    infinity in the conversion and are reported as such, naming the fix.
-    """
-    X, scanned = _check_rows(estimator, X, reset=reset, allow_nan=allow_nan)
-    if not scanned:
-        check_finite_input(estimator, X)
-    return X
-
-
-def check_rows_deferred(estimator, X):
-    """:func:`check_rows` at transform time, leaving the scan for NaN and
-    infinity to :func:`run_module` where X already is float32.
-
-    ``run_module(..., check_input=estimator)`` scans each chunk of rows just
-    before running it, while the chunk is in the CPU's cache: on a small net
-    a separate pass over a large X costs more than 5% of the whole run.
-
-    Returns
-    -------
-    X : ndarray of float32, C order
-    scanned : bool
-        Whether X was already checked for NaN and infinity (by
-        ``validate_data``); if not, the caller must have it checked.
-    """
-    return _check_rows(estimator, X, reset=False, allow_nan=False)
-
-
-def _check_rows(estimator, X, *, reset, allow_nan):
-    if (
-        not reset
-        and type(X) is np.ndarray
-        and X.dtype == np.float32
-        and X.ndim == 2
-        and X.flags.c_contiguous
-        and X.shape[0] >= 1
-        and X.shape[1] == getattr(estimator, "n_features_in_", -1)
-        and not hasattr(estimator, "feature_names_in_")
-    ):
-        # Already what validate_data would return (float32, C order, the
-        # fitted width, no names to compare): its checks cost several times a
-        # small net's forward pass, so a 1-row transform skips them.
-        return X, allow_nan
-    X = validate_data(
-        estimator,
-        X,
-        reset=reset,
-        dtype=np.float32,
-        ensure_all_finite="allow-nan" if allow_nan else True,
-        ensure_min_samples=1,
-    )
-    return np.ascontiguousarray(X), True
-
-
-def check_finite_input(estimator, X):
-    """Raise scikit-learn's ``ValueError`` if X holds NaN or infinity.
-
-    Skipped, as in ``validate_data``, inside
-    ``sklearn.config_context(assume_finite=True)``.
-    """
-    if get_config()["assume_finite"]:
-        return
-    if not all_finite(X):
-        assert_all_finite(X, estimator_name=type(estimator).__name__, input_name="X")
-
-
-# Up to this many values a Python sum decides (no NumPy call's overhead);
-# below the second bound np.isfinite is quicker than torch's sum.
-_SUM_CHECK_SIZE = 256
-_TORCH_CHECK_SIZE = 1 << 10
-
-
-def all_finite(array):
-    """Whether every value of a float array is finite, in one quick pass.
-
-    The sum of the values is finite exactly when they all are: NaN and
-    infinity carry through, and inf - inf is NaN. Only finite values too large
-    for the sum make it infinite; the exact test then decides. torch sums a
-    large array several times faster than ``np.isfinite(X).all()``, which
-    also writes a mask as big as X; in a ``transform``, right after the
-    module ran, it also measured quicker than torch's dot product (about 2%
-    against 5% of a 1,000-row call, for the output check). Not NumPy's
-    reductions: OpenBLAS's dot wakes a second thread whose spinning slows the
-    next forward pass on a 2-core machine, and ``np.add.reduce`` is slower.
-    """
-    size = array.size
-    if size <= _SUM_CHECK_SIZE:
-        if math.isfinite(sum(array.ravel().tolist())):
-            return True
-    elif (size >= _TORCH_CHECK_SIZE and array.dtype.kind == "f"
-          and array.flags.c_contiguous and array.flags.writeable):
-        # (torch warns about a read-only array: joblib's memmaps take np.isfinite.)
-        if math.isfinite(torch.from_numpy(array.reshape(-1)).sum().item()):
-            return True
-    return bool(np.isfinite(array).all())
-
-
 def check_finite_output(out, who):
     """Warn when a model produced NaN or infinity, naming it and how many rows."""
     if out.size and not all_finite(out):
@@ -251,6 +138,8 @@ def check_finite_output(out, who):
             stacklevel=3,
         )
     return out
+
+
 
 
 # -- locks and modes -----------------------------------------------------------
@@ -320,179 +209,6 @@ def _restore(restore):
     if restore is not None:
         for m, flag in zip(*restore, strict=True):
             m.training = flag
-
-
-# -- capture -------------------------------------------------------------------
-
-
-class _StopForward(Exception):
-    """Raised from a hook once every requested layer has been captured.
-
-    The rest of the forward pass is skipped: asking for ``"encoder.2"`` of a
-    large net costs only the layers up to ``encoder.2``.
-    """
-
-
-def _first_tensor(value, name):
-    if isinstance(value, torch.Tensor):
-        return value
-    if isinstance(value, (tuple, list)) and value and isinstance(value[0], torch.Tensor):
-        # Recurrent layers return (output, state); the output is what people mean.
-        return value[0]
-    raise TypeError(
-        f"Layer {name!r} returned {type(value).__name__}, not a tensor; select a "
-        "submodule whose output is a tensor (or a tuple starting with one)."
-    )
-
-
-def check_layers(module, names):
-    """Raise a ``ValueError`` listing the valid names if one of ``names`` is unknown."""
-    valid = [name for name, _ in module.named_modules() if name]
-    unknown = [n for n in names if n not in valid]
-    if unknown:
-        raise ValueError(
-            f"No submodule named {unknown} in {type(module).__name__}; valid layer "
-            f"names: {valid}."
-        )
-
-
-def forward_captured(module, x, names, *, inputs=False, stop_early=True):
-    """Run ``module(x)`` and return the tensors seen at the layers ``names``.
-
-    The one capture mechanism of skchain: layer outputs, embeddings (the input
-    of the last linear layer, ``inputs=True``) and cuts at a layer all use it.
-    Hooks exist only for the call, record only calls from the calling thread,
-    keep the first call of each layer, and (``stop_early``) end the forward
-    pass once every layer is seen.
-
-    Returns
-    -------
-    list of torch.Tensor, in the order of ``names``.
-    """
-    with _Capture(module, names, inputs=inputs, stop_early=stop_early) as capture:
-        return capture(x)
-
-
-class _Capture:
-    """Hooks on the layers ``names`` of ``module`` for the ``with`` block;
-    each call runs the module on a batch and returns what the layers saw.
-
-    :func:`run_module` registers them once for all its batches instead of
-    once per batch.
-    """
-
-    def __init__(self, module, names, *, inputs=False, stop_early=True):
-        self.module = module
-        self.names = list(names)
-        self.inputs = inputs
-        self.stop_early = stop_early
-        self.values = {}
-        self.owner = threading.get_ident()
-        self.handles = []
-
-    def _store(self, name, value):
-        if threading.get_ident() != self.owner or name in self.values:
-            return
-        self.values[name] = _first_tensor(value, name)
-        if self.stop_early and len(self.values) == len(self.names):
-            raise _StopForward
-
-    def _output_hook(self, name):
-        return lambda mod, args, output: self._store(name, output)
-
-    def _input_hook(self, name):
-        def hook(mod, args):
-            if not args:
-                raise TypeError(
-                    f"Layer {name!r} is called with keyword arguments only, so its "
-                    "input cannot be captured; choose another layer."
-                )
-            self._store(name, args[0])
-
-        return hook
-
-    def __enter__(self):
-        submodules = dict(self.module.named_modules())
-        check_layers(self.module, self.names)
-        try:
-            for name in self.names:
-                sub = submodules[name]
-                if self.inputs:
-                    self.handles.append(sub.register_forward_pre_hook(self._input_hook(name)))
-                else:
-                    self.handles.append(sub.register_forward_hook(self._output_hook(name)))
-        except BaseException:
-            self.__exit__(None, None, None)
-            raise
-        return self
-
-    def __exit__(self, *exc):
-        for handle in self.handles:
-            handle.remove()
-        self.handles = []
-
-    def __call__(self, x):
-        self.values = {}
-        try:
-            self.module(x)
-        except _StopForward:
-            pass
-        values = self.values
-        missing = [n for n in self.names if n not in values]
-        if missing:
-            raise ValueError(
-                f"Layer(s) {missing} were not called during the forward pass of "
-                f"{type(self.module).__name__}, so they have no output to return; "
-                "choose layers that the module's forward uses."
-            )
-        return [values[n] for n in self.names]
-
-
-class CutAt(nn.Module):
-    """A model run up to some of its layers, as a module of its own.
-
-    ``CutAt(model, ["fc"], inputs=True)`` returns what ``model.fc`` receives;
-    with ``inputs=False`` what the layers return. Several layers are flattened
-    per row and concatenated. The model is neither copied nor changed (it is
-    registered as a submodule, shared): this is :func:`forward_captured` as a
-    module, so a cut can be merged, run by :func:`run_module` or exported.
-
-    Parameters
-    ----------
-    model : torch.nn.Module
-    layers : list of str
-        Names as in ``model.named_modules()``.
-    inputs : bool, default=False
-        Capture what goes into the layers instead of what comes out.
-    stop_early : bool, default=True
-        Skip the layers after the last captured one. Exporters that trace the
-        graph need ``False``.
-    """
-
-    def __init__(self, model, layers, *, inputs=False, stop_early=True):
-        super().__init__()
-        if not isinstance(model, nn.Module):
-            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}.")
-        layers = [layers] if isinstance(layers, str) else list(layers)
-        if not layers or not all(isinstance(n, str) for n in layers):
-            raise TypeError(f"layers must be a non-empty list of str; got {layers!r:.80}.")
-        check_layers(model, layers)
-        self.model = model
-        self.layers = layers
-        self.inputs = inputs
-        self.stop_early = stop_early
-
-    def forward(self, x):
-        parts = forward_captured(
-            self.model, x, self.layers, inputs=self.inputs, stop_early=self.stop_early
-        )
-        if len(parts) == 1 and parts[0].ndim == 2:
-            return parts[0]
-        parts = [p.reshape(p.shape[0], -1) for p in parts]
-        return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
-
-    def extra_repr(self):
-        return f"layers={self.layers!r}, inputs={self.inputs}"
 
 
 # -- probabilities -------------------------------------------------------------

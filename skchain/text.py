@@ -25,6 +25,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from ._cache import CACHE_CONSTRAINT, cached_outputs, model_fingerprint, weights_digest
 from ._repr import DocLinkMixin
+from ._inputs import check_texts
 from ._runner import check_finite_output, module_lock, resolve_device
 from ._sklearn_compat import (
     Interval,
@@ -146,74 +147,6 @@ def _get_model(model_name, device):
         while len(_MODELS) > _MAX_MODELS:
             _MODELS.popitem(last=False)
         return loaded
-
-
-# -- input -------------------------------------------------------------------
-
-
-def _is_missing(value):
-    if value is None:
-        return True
-    if isinstance(value, (float, np.floating)):
-        return value != value  # NaN
-    try:
-        import pandas as pd
-    except ImportError:  # pragma: no cover - pandas is a dependency
-        return False
-    return value is pd.NA or value is pd.NaT
-
-
-def _check_texts(X):
-    """The texts of ``X`` as a list of ``str``.
-
-    ``X`` is a list or tuple of strings, a 1-D array, a pandas Series, a
-    one-column DataFrame or a one-column 2-D array.
-    """
-    if isinstance(X, (str, bytes)):
-        raise TypeError(
-            "TextEmbedder takes a collection of texts (a list, array or pandas "
-            "Series of strings), not a single string; wrap it in a list: [text]."
-        )
-    if hasattr(X, "iloc") and getattr(X, "ndim", 1) == 2:  # DataFrame
-        if X.shape[1] != 1:
-            raise ValueError(
-                f"TextEmbedder takes one text column, but X has {X.shape[1]} columns "
-                f"({list(X.columns)[:5]}). Select the text column, e.g. with "
-                "ColumnTransformer([('text', TextEmbedder(), 'column_name')])."
-            )
-        values = X.iloc[:, 0].to_numpy(dtype=object)
-    elif hasattr(X, "iloc"):  # Series
-        values = X.to_numpy(dtype=object)
-    else:
-        try:
-            values = np.asarray(X, dtype=object)
-        except (TypeError, ValueError) as exc:
-            raise TypeError(
-                f"TextEmbedder takes a collection of strings; got {type(X).__name__}."
-            ) from exc
-        if values.ndim == 2 and values.shape[1] == 1:
-            values = values[:, 0]
-        elif values.ndim != 1:
-            raise ValueError(
-                f"TextEmbedder takes a 1-D collection of texts (or one column), got "
-                f"an array of shape {values.shape}."
-            )
-    if values.shape[0] == 0:
-        raise ValueError("TextEmbedder got 0 texts; at least one is required.")
-    missing = [i for i, v in enumerate(values) if _is_missing(v)]
-    if missing:
-        raise ValueError(
-            f"X contains {len(missing)} missing value(s) (None or NaN), the first at "
-            f"row {missing[0]}. Fill them (e.g. X.fillna('')) or drop those rows."
-        )
-    for i, value in enumerate(values):
-        if not isinstance(value, str):
-            raise TypeError(
-                f"TextEmbedder embeds strings, but row {i} is {type(value).__name__} "
-                f"({value!r}). Convert the column (X.astype(str)) or send numeric "
-                "columns to another transformer with ColumnTransformer."
-            )
-    return [str(v) for v in values]
 
 
 def _tokenizer_id(model):
@@ -366,7 +299,7 @@ class TextEmbedder(DocLinkMixin, TransformerMixin, BaseEstimator):
         -------
         self : TextEmbedder
         """
-        _check_texts(X)
+        check_texts(X)
         _check_feature_names(self, X, reset=True)
         device = None if self.device is None else resolve_device(self.device)
         loaded = _get_model(os.fspath(self.model_name), device)
@@ -398,7 +331,7 @@ class TextEmbedder(DocLinkMixin, TransformerMixin, BaseEstimator):
             float32 (a DataFrame with ``set_output(transform="pandas")``).
         """
         check_is_fitted(self)
-        texts = _check_texts(X)
+        texts = check_texts(X)
         _check_feature_names(self, X, reset=False)
         return cached_outputs(self.cache, self._output_fingerprint, texts, self._encode)
 

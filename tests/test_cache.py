@@ -17,9 +17,15 @@ from sklearn.preprocessing import StandardScaler
 from torch import nn
 
 from skchain import NeuralTransformer, _cache
-from skchain._cache import OutputCache, _MemoryStore, worth_caching
+from skchain._cache import OutputCache, _MemoryStore
+from skchain._flops import worth_caching
+from skchain._inputs import kind_of
 from skchain._runner import run_module
 from skchain._testing import make_classifier_net
+
+
+def _row_keys(rows):
+    return kind_of(rows).keys()
 
 
 @pytest.fixture(autouse=True)
@@ -357,7 +363,7 @@ def test_auto_counts_a_model_once(data, monkeypatch):
 
 
 def test_memory_is_bounded_and_evicts_least_recently_used():
-    key_bytes = len(_cache.row_digests(np.zeros((1, 1), dtype=np.float32))[0])
+    key_bytes = len(_row_keys(np.zeros((1, 1), dtype=np.float32))[0])
     row_bytes = 8 * 4 + key_bytes + _cache._INDEX_BYTES_PER_ROW
     store = _MemoryStore(max_bytes=25 * row_bytes)
     cache = OutputCache(store)
@@ -459,7 +465,7 @@ _WRITER = """
 import pickle, sys
 import numpy as np
 from joblib import Memory
-from skchain._cache import _DiskStore, row_digests
+from skchain._cache import _DiskStore
 keys, values, folder, seed = pickle.load(open(sys.argv[1], "rb"))
 rng = np.random.RandomState(int(seed))
 for _ in range(40):
@@ -614,7 +620,7 @@ def test_concurrent_writers_never_show_half_a_block(data, tmp_path):
     X, _ = data
     module = pretrained()
     values = run_module(module, X)
-    keys = _cache.row_digests(X)
+    keys = _row_keys(X)
     job = tmp_path / "job.pkl"
     with open(job, "wb") as handle:
         pickle.dump((keys, values, str(tmp_path), 0), handle)

@@ -480,7 +480,11 @@ _INVALID_KINDS = {
     "inf": (lambda a: np.where(np.eye(7, 4, dtype=bool), np.inf, a), ValueError, "infinity"),
     "huge": (lambda a: a.astype(np.float64) * 1e300 + 1e300, ValueError, "float32"),
     "1d": (lambda a: a[0], ValueError, "2D array"),
-    "3d": (lambda a: a[:, :, None], ValueError, "dim 3"),
+    # N-D rows (images, sequences) are taken by all-torch ensembles, and then
+    # must keep the fitted shape; a module that cannot take them says so.
+    "3d": (lambda a: a[:, :, None], ValueError,
+           r"dim 3|rows of shape \(4, 1\), but .* fitted on rows of shape \(4,\)|"
+           r"could not run on X of shape \(7, 4, 1\)"),
     "0 rows": (lambda a: a[:0], ValueError, "0 sample"),
     "narrow": (lambda a: a[:, :3], ValueError, "3 features"),
     "wide": (lambda a: np.hstack([a, a]), ValueError, "8 features"),

@@ -13,7 +13,6 @@ from skchain._fingerprint import (
     callable_id,
     hash_weights,
     model_fingerprint,
-    row_digests,
     weights_digest,
 )
 
@@ -21,97 +20,6 @@ from skchain._fingerprint import (
 def pretrained(seed=0):
     torch.manual_seed(seed)
     return nn.Sequential(nn.Linear(30, 16), nn.ReLU(), nn.Linear(16, 3))
-
-
-# -- row keys --------------------------------------------------------------------
-
-
-def test_row_keys_follow_row_content():
-    X = np.arange(12, dtype=np.float32).reshape(4, 3)
-    keys = row_digests(X)
-    assert len(set(keys)) == 4 and len({len(k) for k in keys}) == 1
-    assert row_digests(X.copy()) == keys
-    assert row_digests(X[[2, 0]]) == [keys[2], keys[0]]
-    # Fortran order or a strided view keys the row values, not the memory layout.
-    assert row_digests(np.asfortranarray(X)) == keys
-    assert row_digests(np.vstack([X, X])[::2]) == keys[:1] + keys[2:3] + keys[:1] + keys[2:3]
-    bumped = X.copy()
-    bumped[1, 2] = np.nextafter(bumped[1, 2], np.float32(np.inf))
-    assert row_digests(bumped)[1] != keys[1]
-    assert row_digests(bumped)[0] == keys[0]
-    texts = ["a cat", "a dog", "a cat"]
-    digests = row_digests(texts)
-    assert digests[0] == digests[2] != digests[1]
-
-
-def _exact_keys(X):
-    """The keys computed with Python integers: what the float64 product must equal."""
-    flat = np.ascontiguousarray(X).reshape(len(X), -1)
-    word, matrix = _fingerprint._key_plan(flat.shape[1] * flat.dtype.itemsize)
-    matrix = matrix.numpy()
-    words = flat.view(np.uint8).view(word)
-    R = [[int(v) for v in row] for row in matrix]
-    return [
-        [sum(int(w) * R[i][j] for i, w in enumerate(row)) for j in range(matrix.shape[1])]
-        for row in words
-    ]
-
-
-@pytest.mark.parametrize(
-    "X",
-    [
-        np.random.RandomState(0).rand(5, 37).astype(np.float32),
-        np.full((2, 300), np.float32(np.nan)).view(np.uint32) | np.uint32(0xFFFFFFFF),
-        np.random.RandomState(1).randint(-128, 127, size=(4, 7)).astype(np.int8),
-        np.random.RandomState(2).rand(3, 5).astype(np.float16),
-        np.random.RandomState(3).rand(2, 3, 4),
-    ],
-    ids=["float32", "all-ones-bits", "int8-odd-width", "float16-odd-width", "float64-3d"],
-)
-def test_row_keys_are_exact_integers(X):
-    """Every sum in the product stays below 2**53, so the key is exact: the same
-    on any BLAS, in any batch, for the largest possible words."""
-    keys = row_digests(X)
-    exact = _exact_keys(X)
-    for key, values in zip(keys, exact, strict=True):
-        assert np.frombuffer(key, dtype=np.float64).tolist() == [float(v) for v in values]
-        assert all(v < 2**53 for v in values)
-    one_by_one = [row_digests(X[i : i + 1])[0] for i in range(len(X))]
-    assert one_by_one == keys
-
-
-def test_row_keys_have_128_bits_or_more():
-    for row_bytes in (4, 12, 256, 2048, 4096, 600_000, 7):
-        matrix = _fingerprint._key_plan(row_bytes)[1].numpy()
-        words, cols = matrix.shape
-        largest_word = 2 ** (8 * row_bytes // words) - 1
-        # Entries drawn from [0, 2**bits), as large as exactness allows.
-        bits = 53 - int(np.ceil(np.log2(words * largest_word + 1)))
-        assert matrix.max() < 2**bits and bits * cols >= 128, row_bytes
-        assert words * largest_word * (2**bits - 1) < 2**53
-        assert np.all(matrix == np.floor(matrix))
-
-
-def test_row_keys_tell_one_bit_apart():
-    base = np.zeros((1, 64), dtype=np.float32)
-    rows = np.repeat(base, 64 * 32, axis=0)
-    bits = rows.view(np.uint32)
-    for i in range(64 * 32):
-        bits[i, i // 32] = np.uint32(1) << np.uint32(i % 32)
-    keys = row_digests(np.vstack([base, rows]))
-    assert len(set(keys)) == len(keys)
-
-
-def test_row_keys_are_the_same_in_another_process():
-    X = np.random.RandomState(0).rand(3, 5).astype(np.float32)
-    script = (
-        "import numpy as np; from skchain._fingerprint import row_digests;"
-        "X = np.random.RandomState(0).rand(3, 5).astype(np.float32);"
-        "print([k.hex() for k in row_digests(X)] + [k.hex() for k in row_digests(['a b'])])"
-    )
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
-    expected = [k.hex() for k in row_digests(X)] + [k.hex() for k in row_digests(["a b"])]
-    assert out.stdout.strip() == repr(expected)
 
 
 # -- the weights -------------------------------------------------------------------

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from skchain import MergedHeadsClassifier, merge_heads
-from skchain._runner import CutAt
+from skchain._capture import CutAt
 from skchain._testing import RowStats
 from skchain.heads import CutModel, MergedHeads
 

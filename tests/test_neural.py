@@ -601,7 +601,10 @@ _BAD = {
     "inf": (lambda X: np.where(np.eye(len(X), 4, dtype=bool), np.inf, X), ValueError,
             "infinity"),
     "too_large_for_float32": (lambda X: X * 1e300, ValueError, "infinity|too large"),
-    "3d": (lambda X: X[:, :, None], ValueError, "dim 3|3-dimensional|2D"),
+    # N-D rows are images or sequences: a module that cannot take them says so.
+    "3d": (lambda X: X[:, :, None], ValueError, r"failed on input of shape \(n, 4, 1\)|"
+           r"rows of shape \(4, 1\), but NeuralTransformer was fitted on rows of shape \(4,\)|"
+           r"module returns shape \(2, 4, 3\) per batch but y has 3 classes"),
     "1d": (lambda X: X[:, 0], ValueError, "2D array|2-dimensional"),
     "0_rows": (lambda X: X[:0], ValueError, "0 sample"),
 }
@@ -617,9 +620,9 @@ def test_invalid_input_is_a_clear_error(iris, fitted_trained, bad, method):
         with pytest.raises(error, match=match):
             fitted_trained.transform(Xbad)
         return
-    nt = NeuralTransformer(make_classifier_net(n_classes=3, max_epochs=1), random_state=0)
+    nt = NeuralTransformer(make_classifier_net(n_classes=3, max_epochs=1), random_state=0, cv=2)
     with pytest.raises(error, match=match):
-        getattr(nt, method)(Xbad, y[:6])
+        getattr(nt, method)(Xbad, [0, 1, 2, 0, 1, 2])
     with pytest.raises(error, match=match):
         getattr(NeuralTransformer(RowStats()), method)(Xbad)
 

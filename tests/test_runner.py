@@ -8,8 +8,9 @@ import pytest
 import torch
 from torch import nn
 
-from skchain import NeuralTransformer, _runner
-from skchain._runner import all_finite, check_rows_deferred, run_module
+from skchain import NeuralTransformer, _inputs, _runner
+from skchain._inputs import check_rows_deferred
+from skchain._runner import run_module
 
 
 class _Estimator:
@@ -168,14 +169,14 @@ def test_neural_transformer_scans_each_input_value_once(monkeypatch, cache):
     not check them again."""
     monkeypatch.setattr(_runner, "_COPY_BYTES", 4 * 8 * 64)
     scanned = []
-    real = _runner.all_finite
+    real = _inputs.all_finite
 
     def counting(array):
         if array.ndim == 2 and array.shape[1] == 8:
             scanned.append(array.size)
         return real(array)
 
-    monkeypatch.setattr(_runner, "all_finite", counting)
+    monkeypatch.setattr(_inputs, "all_finite", counting)
     torch.manual_seed(0)
     X = np.random.RandomState(0).normal(size=(1000, 8)).astype(np.float32)
     module = nn.Sequential(nn.Linear(8, 512), nn.ReLU(), nn.Linear(512, 3))
@@ -184,33 +185,6 @@ def test_neural_transformer_scans_each_input_value_once(monkeypatch, cache):
         scanned.clear()
         nt.transform(X)
         assert sum(scanned) == X.size
-
-
-@pytest.mark.parametrize("shape", [(1, 3), (10, 30), (1000, 40)])
-@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
-def test_all_finite_is_exact(shape, dtype):
-    """Three paths (a Python sum, np.isfinite, torch's sum): each finds one
-    bad value anywhere, and values too large for the sum are still finite;
-    a read-only array (a joblib memmap) is read without torch's warning."""
-    rng = np.random.RandomState(0)
-    X = rng.normal(size=shape).astype(dtype)
-    assert all_finite(X)
-    big = X.copy()
-    big.flat[rng.randint(big.size)] = np.finfo(dtype).max
-    big.flat[0] = np.finfo(dtype).max
-    assert all_finite(big)
-    for value in (np.nan, np.inf, -np.inf):
-        bad = X.copy()
-        bad.flat[rng.randint(bad.size)] = value
-        assert not all_finite(bad)
-        assert not all_finite(np.asfortranarray(bad))
-        bad.flags.writeable = False
-        with warnings.catch_warnings():
-            warnings.simplefilter("error")
-            assert not all_finite(bad)
-            good = X.copy()
-            good.flags.writeable = False
-            assert all_finite(good)
 
 
 def test_batches_for_another_device_come_in_order(monkeypatch):

@@ -43,7 +43,8 @@ from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
 from .._neural import NeuralTransformer
-from .._runner import CutAt, _first_tensor, module_lock
+from .._capture import CutAt, _first_tensor
+from .._runner import module_lock
 from ..ensemble import ModuleClassifier, OutputEnsembleClassifier, OutputEnsembleRegressor
 from ..heads import MergedHeadsClassifier
 from ..text import TextEmbedder

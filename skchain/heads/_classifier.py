@@ -14,9 +14,9 @@ from sklearn.utils.validation import check_consistent_length, check_is_fitted, c
 from torch import nn
 
 from .._repr import DocLinkMixin
+from .._inputs import VALIDATION_ATTRIBUTES, check_rows
 from .._runner import (
     check_finite_output,
-    check_rows,
     module_lock,
     normalize_proba,
     resolve_device,
@@ -29,9 +29,6 @@ from ._cut import CutModel
 from ._merge import merge_heads
 
 __all__ = ["MergedHeadsClassifier"]
-
-# Set by validate_data in check_rows rather than at the end of _fit.
-_VALIDATION_ATTRIBUTES = ("n_features_in_", "feature_names_in_")
 
 
 class MergedHeadsClassifier(DocLinkMixin, ClassifierMixin, BaseEstimator):
@@ -241,7 +238,7 @@ class MergedHeadsClassifier(DocLinkMixin, ClassifierMixin, BaseEstimator):
             _replace_fitted_attributes(self, previous)
             raise
         validated = _fitted_attributes(self)
-        fitted.update({k: validated[k] for k in _VALIDATION_ATTRIBUTES if k in validated})
+        fitted.update({k: validated[k] for k in VALIDATION_ATTRIBUTES if k in validated})
         _replace_fitted_attributes(self, fitted)
         return self
 
@@ -361,7 +358,10 @@ class MergedHeadsClassifier(DocLinkMixin, ClassifierMixin, BaseEstimator):
 
 
 def _fitted_attributes(estimator):
-    return {k: v for k, v in vars(estimator).items() if k.endswith("_") and not k.startswith("_")}
+    return {
+        k: v for k, v in vars(estimator).items()
+        if (k.endswith("_") and not k.startswith("_")) or k in VALIDATION_ATTRIBUTES
+    }
 
 
 def _replace_fitted_attributes(estimator, attributes):
@@ -451,7 +451,8 @@ class _Probe(nn.Module):
             features = merged.backbone(x)
         except RuntimeError as exc:
             raise ValueError(
-                f"The backbone failed on input of shape (n, {x.shape[1]}): {exc}"
+                "The backbone failed on input of shape "
+                f"({', '.join(['n', *map(str, x.shape[1:])])}): {exc}"
             ) from exc
         if not isinstance(features, torch.Tensor):
             raise TypeError(

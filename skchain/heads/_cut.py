@@ -2,7 +2,7 @@
 
 from torch import nn
 
-from .._runner import CutAt, forward_captured
+from .._capture import CutAt, forward_captured
 
 __all__ = ["CutModel"]
 

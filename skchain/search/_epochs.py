@@ -35,6 +35,7 @@ from sklearn.base import clone
 from skorch import NeuralNet
 from skorch.history import History
 
+from .._inputs import VALIDATION_ATTRIBUTES
 from .._neural import NeuralTransformer
 from .._outputs import target_aligned
 from .._training import epoch_checkpoints
@@ -147,7 +148,7 @@ def _at_epoch(trained, step, weights, epochs):
     state = trained._state()
     state.update(net_=net, module_=module)
     step._set_state(state)
-    for attr in ("n_features_in_", "feature_names_in_"):
+    for attr in VALIDATION_ATTRIBUTES:
         if hasattr(trained, attr):
             setattr(step, attr, getattr(trained, attr))
     return step
