@@ -61,6 +61,7 @@ __all__ = [
     "check_rows_deferred",
     "check_texts",
     "kind_of",
+    "module_refuses",
     "validate_numeric",
 ]
 
@@ -174,6 +175,16 @@ def _check_row_shape(estimator, shape, expected):
             f"on rows of shape {tuple(expected)}: pass rows of that shape (the same "
             "columns, or images resized to the same size and layout)."
         )
+
+
+def module_refuses(X, exc, who="The module"):
+    """The ``ValueError`` for a module that failed (``exc``) on rows of ``X``'s shape."""
+    shape = "(" + ", ".join(["n", *map(str, X.shape[1:])]) + ")"
+    return ValueError(
+        f"{who} failed on input of shape {shape}: {exc}. Check that its first "
+        "layer takes rows of that shape (that many features, or those channels "
+        "and image size; or use torch.nn.LazyLinear)."
+    )
 
 
 def check_finite_input(estimator, X):

@@ -9,9 +9,7 @@ from numbers import Integral
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, TransformerMixin, clone
-from sklearn.preprocessing import LabelEncoder
 from sklearn.utils import check_random_state
-from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
 from torch.utils.data import DataLoader
@@ -21,10 +19,12 @@ from ._cache import CACHE_CONSTRAINT, cached_outputs, callable_id, model_fingerp
 from ._crossfit import check_splits, cross_fit, resolve_cv
 from ._outputs import describe_net, feature_names, net_kind, plan_output, target_aligned
 from ._repr import DocLinkMixin
-from ._inputs import VALIDATION_ATTRIBUTES, check_rows, check_rows_deferred
+from ._inputs import VALIDATION_ATTRIBUTES, check_rows, check_rows_deferred, module_refuses
+from ._pretrained import module_to_run
+from ._targets import check_output_fits_target, encode_target
 from ._runner import (
+    first_output,
     check_finite_output,
-    eval_mode,
     module_device,
     resolve_device,
     run_module,
@@ -37,7 +37,7 @@ from ._sklearn_compat import (
     _check_sample_weight,
     _fit_context,
 )
-from ._training import TRAINING_LOCK, draw_seed, seeded, train_net
+from ._training import draw_seed, train_net
 
 __all__ = ["NeuralTransformer"]
 
@@ -532,80 +532,13 @@ class NeuralTransformer(DocLinkMixin, TransformerMixin, BaseEstimator):
         return state
 
     def _pretrained(self, X):
-        """The module to run for a net used as it is: the user's own object,
-        or one copy of it when running it as asked would change it."""
-        if isinstance(self.net, nn.Module):
-            net_, source = None, self.net
-        else:
-            if not getattr(self.net, "initialized_", False):
-                raise ValueError(
-                    "frozen=True uses the net as it is, but this skorch net is not "
-                    "initialized. Fit it first (net.fit(X, y)) or load its weights "
-                    "(net.initialize(); net.load_params(...)), or set frozen=False "
-                    "to train it here."
-                )
-            net_, source = self.net, self.net.module_
-        device = resolve_device(self.device)
-        module_ = source
-        elsewhere = device is not None and not _same_device(device, module_device(source))
-        lazy = _has_lazy(source)
-        if elsewhere or lazy:
-            # The user's module is never moved nor materialised: one private
-            # copy is made for this fit (documented in ``device``).
-            module_ = copy.deepcopy(source)
-            if device is not None:
-                module_.to(device)
-            if lazy:
-                # Lazy layers draw their initial weights: seed them, so that
-                # every fit (and every clone in a search) gets the same ones.
-                seed = draw_seed(self.random_state)
-                with TRAINING_LOCK, seeded(0 if seed is None else seed):
-                    _materialize(module_, X)
-        info = describe_net(self.net, module=module_)
-        return net_, module_, info
+        """The module to run for a net used as it is (see :func:`module_to_run`)."""
+        net_, module_ = module_to_run(self.net, resolve_device(self.device), X,
+                                      lambda: draw_seed(self.random_state))
+        return net_, module_, describe_net(self.net, module=module_)
 
     def _encode_target(self, y, n_samples, classes=None):
-        """``(y as the net trains on it, class labels or None)``."""
-        kind = self._net_kind()
-        if y is None:
-            if kind != "module":
-                raise ValueError(
-                    f"NeuralTransformer with a {type(self.net).__name__} requires y to "
-                    "be passed, but the target y is None: call fit(X, y), or use "
-                    "frozen=True to use a fitted net without training it."
-                )
-            return None, None
-        y = np.asarray(y)
-        if y.shape[0] != n_samples:
-            raise ValueError(
-                f"X has {n_samples} rows but y has {y.shape[0]}; they must match."
-            )
-        if kind in ("classifier", "binary"):
-            check_classification_targets(y)
-            if y.ndim == 2 and y.shape[1] == 1:
-                y = np.ravel(y)
-            encoder = LabelEncoder().fit(y if classes is None else classes)
-            if len(encoder.classes_) < 2:
-                raise ValueError(
-                    f"y has only one class ({encoder.classes_[0]!r}); a classifier "
-                    "net needs at least two classes to learn from."
-                )
-            if kind == "binary":
-                if len(encoder.classes_) > 2:
-                    raise ValueError(
-                        "NeuralNetBinaryClassifier needs two classes, y has "
-                        f"{len(encoder.classes_)}; use NeuralNetClassifier instead."
-                    )
-                return encoder.transform(y).astype(np.float32), encoder.classes_
-            return encoder.transform(y).astype(np.int64), encoder.classes_
-        if kind == "regressor":
-            y = np.asarray(y, dtype=np.float32)
-            if not np.isfinite(y).all():
-                raise ValueError("y contains NaN or infinity; clean or impute it first.")
-            # A 1-D target against an (n, 1) output is broadcast by MSELoss into an
-            # (n, n) difference and the net learns a constant: make it a column.
-            return (y.reshape(-1, 1) if y.ndim == 1 else y), None
-        return y, None
+        return encode_target(self.net, y, n_samples, classes)
 
     def _training_net(self, classes):
         net = clone(self.net)
@@ -641,35 +574,10 @@ class NeuralTransformer(DocLinkMixin, TransformerMixin, BaseEstimator):
         if y is None:
             return
         try:
-            out = _raw_output(net.module_, X[:2])
+            out = first_output(net.module_, X[:2])
         except RuntimeError as exc:
-            raise _does_not_fit(X, exc) from exc
-        kind = self._net_kind()
-        shape = tuple(out.shape)
-        if kind == "classifier":
-            n_classes = len(classes)
-            if out.ndim != 2 or out.shape[1] != n_classes:
-                raise ValueError(
-                    f"The module returns shape {shape} per batch but y has "
-                    f"{n_classes} classes: a classifier's last layer needs exactly "
-                    f"{n_classes} outputs, one per class (set the output size "
-                    "through net__module__<param>)."
-                )
-        elif kind == "binary":
-            if not (out.ndim == 1 or (out.ndim == 2 and out.shape[1] == 1)):
-                raise ValueError(
-                    f"The module returns shape {shape} per batch, but "
-                    "NeuralNetBinaryClassifier needs one logit per row: shape "
-                    "(n_samples,) or (n_samples, 1)."
-                )
-        elif kind == "regressor":
-            n_targets = y.shape[1]
-            if out.ndim != 2 or out.shape[1] != n_targets:
-                raise ValueError(
-                    f"The module returns shape {shape} but y has "
-                    f"{n_targets} target column(s); the module must return "
-                    f"(n_samples, {n_targets})."
-                )
+            raise module_refuses(X, exc) from exc
+        check_output_fits_target(self._net_kind(), tuple(out.shape), y, classes)
 
     def _probe(self, state, X, all_rows=False):
         """Run the chosen output on two rows of ``X`` (or on all of them) and set
@@ -693,7 +601,7 @@ class NeuralTransformer(DocLinkMixin, TransformerMixin, BaseEstimator):
                 out = self._outputs(state, rows)
                 widths = [out.shape[1]]
         except RuntimeError as exc:
-            raise _does_not_fit(X, exc) from exc
+            raise module_refuses(X, exc) from exc
         classes = info.classes
         if (
             info.kind == "classifier"
@@ -806,46 +714,6 @@ def _owner(state):
         plan.postprocess,
     )
     return state["module_"], key
-
-
-def _same_device(requested, actual):
-    requested = torch.device(requested)
-    if requested.type != actual.type:
-        return False
-    return requested.index is None or actual.index is None or requested.index == actual.index
-
-
-def _has_lazy(module):
-    lazy = nn.parameter.UninitializedTensorMixin
-    return any(isinstance(t, lazy) for t in module.parameters()) or any(
-        isinstance(t, lazy) for t in module.buffers()
-    )
-
-
-def _materialize(module, X):
-    """Run two rows so lazy layers take their shapes (under ``no_grad``, not
-    ``inference_mode``: inference tensors could not be trained later)."""
-    try:
-        _raw_output(module, X[:2])
-    except RuntimeError as exc:
-        raise _does_not_fit(X, exc) from exc
-
-
-def _does_not_fit(X, exc):
-    shape = "(" + ", ".join(["n", *map(str, X.shape[1:])]) + ")"
-    return ValueError(
-        f"The module failed on input of shape {shape}: {exc}. Check that its "
-        "first layer takes rows of that shape (that many features, or those "
-        "channels and image size; or use torch.nn.LazyLinear)."
-    )
-
-
-def _raw_output(module, X):
-    with torch.no_grad(), eval_mode(module):
-        out = module(torch.from_numpy(np.ascontiguousarray(X)).to(module_device(module)))
-    if isinstance(out, (tuple, list)):
-        out = out[0]
-    return out
 
 
 def _classes_in_main(estimator):

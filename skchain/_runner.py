@@ -33,6 +33,7 @@ from ._inputs import all_finite, check_finite_input
 __all__ = [
     "check_finite_output",
     "eval_mode",
+    "first_output",
     "module_device",
     "module_lock",
     "normalize_proba",
@@ -233,6 +234,16 @@ def normalize_proba(proba):
     total = proba.sum(axis=1, keepdims=True)
     with np.errstate(invalid="ignore", divide="ignore"):
         return proba / total
+
+
+def first_output(module, X):
+    """``module``'s output (its first tensor) for a few rows, with gradients off
+    but not in inference mode: lazy layers materialised here can still train."""
+    with torch.no_grad(), eval_mode(module):
+        out = module(torch.from_numpy(np.ascontiguousarray(X)).to(module_device(module)))
+    if isinstance(out, (tuple, list)):
+        out = out[0]
+    return out
 
 
 # -- the run -------------------------------------------------------------------

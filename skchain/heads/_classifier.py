@@ -14,7 +14,7 @@ from sklearn.utils.validation import check_consistent_length, check_is_fitted, c
 from torch import nn
 
 from .._repr import DocLinkMixin
-from .._inputs import VALIDATION_ATTRIBUTES, check_rows
+from .._inputs import VALIDATION_ATTRIBUTES, check_rows, module_refuses
 from .._runner import (
     check_finite_output,
     module_lock,
@@ -450,10 +450,7 @@ class _Probe(nn.Module):
         try:
             features = merged.backbone(x)
         except RuntimeError as exc:
-            raise ValueError(
-                "The backbone failed on input of shape "
-                f"({', '.join(['n', *map(str, x.shape[1:])])}): {exc}"
-            ) from exc
+            raise module_refuses(x, exc, who="The backbone") from exc
         if not isinstance(features, torch.Tensor):
             raise TypeError(
                 f"The backbone returned {type(features).__name__}; it must return "
