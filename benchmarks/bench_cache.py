@@ -36,7 +36,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import best_of, markdown_table, write_section  # noqa: E402
 
-from skchain import NeuralTransformer, TextEmbedder, _cache, _fingerprint  # noqa: E402
+from skchain import NeuralTransformer, TextEmbedder, _cache, _disk, _fingerprint  # noqa: E402
 from skchain.datasets import load_topics  # noqa: E402
 
 GRID = {"clf__C": [0.01, 0.03, 0.1, 0.3, 1.0, 3.0]}
@@ -54,7 +54,7 @@ class EncodedRows:
 def fresh_process():
     """Empty the in-process stores, as a new process starts."""
     _cache._MEMORY.clear()
-    _cache._DISKS.clear()
+    _disk._DISKS.clear()
 
 
 def search(texts, labels, cache, memory=None):

@@ -16,7 +16,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from torch import nn
 
-from skchain import NeuralTransformer, _cache
+from skchain import NeuralTransformer, _cache, _disk
 from skchain._cache import OutputCache, _MemoryStore, worth_caching
 from skchain._runner import run_module
 from skchain._testing import make_classifier_net
@@ -26,7 +26,7 @@ from skchain._testing import make_classifier_net
 def fresh_process_cache(monkeypatch):
     """Each test starts with empty in-process stores, as a new process would."""
     monkeypatch.setattr(_cache, "_MEMORY", _MemoryStore())
-    monkeypatch.setattr(_cache, "_DISKS", {})
+    monkeypatch.setattr(_disk, "_DISKS", {})
 
 
 @pytest.fixture(scope="module")
@@ -397,7 +397,7 @@ def test_disk_cache_serves_a_fresh_process(data, tmp_path, monkeypatch):
 
     # A new process: empty memory, a disk store that has indexed nothing yet.
     monkeypatch.setattr(_cache, "_MEMORY", _MemoryStore())
-    monkeypatch.setattr(_cache, "_DISKS", {})
+    monkeypatch.setattr(_disk, "_DISKS", {})
     copy = pickle.loads(pickle.dumps(module))
     counter = RowCounter(copy)
     again = NeuralTransformer(copy, output="logits", cache=str(tmp_path)).fit(X[:2])
@@ -421,7 +421,7 @@ def test_disk_cache_is_shared_by_joblib_workers(data, tmp_path, monkeypatch):
     )
     # Every row the workers computed is on disk for the next process.
     monkeypatch.setattr(_cache, "_MEMORY", _MemoryStore())
-    monkeypatch.setattr(_cache, "_DISKS", {})
+    monkeypatch.setattr(_disk, "_DISKS", {})
     expected = run_module(module, X)
     counter = RowCounter(module)
     nt = NeuralTransformer(module, cache=tmp_path).fit(X[:2])
@@ -459,7 +459,7 @@ _WRITER = """
 import pickle, sys
 import numpy as np
 from joblib import Memory
-from skchain._cache import _DiskStore, row_digests
+from skchain._disk import _DiskStore
 keys, values, folder, seed = pickle.load(open(sys.argv[1], "rb"))
 rng = np.random.RandomState(int(seed))
 for _ in range(40):
@@ -554,7 +554,7 @@ def test_corrupt_blocks_are_misses_in_another_process(data, tmp_path):
     folders = {}
     for i, (case, corrupt) in enumerate(_CORRUPTIONS.items()):
         folder = tmp_path / f"case{i}"
-        computed = OutputCache(_MemoryStore(), _cache._disk_store(Memory(str(folder), verbose=0)))
+        computed = OutputCache(_MemoryStore(), _disk._disk_store(Memory(str(folder), verbose=0)))
         np.testing.assert_array_equal(
             computed.compute(case, X, lambda rows: run_module(module, rows)), expected
         )
@@ -589,7 +589,7 @@ def test_blocks_deleted_mid_run_are_recomputed_quietly(data, tmp_path, recwarn):
     X, _ = data
     module = pretrained()
     counter = RowCounter(module)
-    disk = _cache._disk_store(Memory(tmp_path, verbose=0))
+    disk = _disk._disk_store(Memory(tmp_path, verbose=0))
     cache = OutputCache(_MemoryStore(), disk)
     expected = cache.compute("fp", X, lambda rows: run_module(module, rows))
     assert counter.rows == len(X)
@@ -626,14 +626,14 @@ def test_concurrent_writers_never_show_half_a_block(data, tmp_path):
         writers.append(subprocess.Popen([sys.executable, "-c", _WRITER, str(job)]))
     reads = 0
     while any(w.poll() is None for w in writers) or reads == 0:
-        store = _cache._DiskStore(Memory(str(tmp_path), verbose=0))
+        store = _disk._DiskStore(Memory(str(tmp_path), verbose=0))
         found, missing, bad = store.lookup("n0", keys)
         assert bad == 0
         for where, block, rows in found:
             np.testing.assert_array_equal(block[rows], values[where])
         reads += 1
     assert [w.wait() for w in writers] == [0, 0]
-    store = _cache._DiskStore(Memory(str(tmp_path), verbose=0))
+    store = _disk._DiskStore(Memory(str(tmp_path), verbose=0))
     found, missing, bad = store.lookup("n0", keys)
     assert bad == 0 and len(missing) == 0
     leftovers = [p for p in tmp_path.rglob("*") if p.name.startswith(".tmp-")]
@@ -643,7 +643,7 @@ def test_concurrent_writers_never_show_half_a_block(data, tmp_path):
 def test_unwritable_folder_warns_and_still_answers(data, tmp_path):
     X, _ = data
     module = pretrained()
-    disk = _cache._disk_store(Memory(tmp_path, verbose=0))
+    disk = _disk._disk_store(Memory(tmp_path, verbose=0))
     with open(disk.root, "w") as handle:
         handle.write("a file where the cache folder should be")
     cache = OutputCache(_MemoryStore(), disk)
