@@ -43,7 +43,7 @@ from joblib import Memory
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import flop_registry
 
-from ._disk import _disk_store
+from ._disk import _disk_store, memory_at
 from ._fingerprint import (
     callable_id,
     hash_weights,
@@ -473,7 +473,7 @@ def resolve_cache(cache):
     if isinstance(cache, str) and cache == "auto":
         return OutputCache(_MEMORY, auto=True)
     if isinstance(cache, (str, os.PathLike)):
-        cache = Memory(location=os.fspath(cache), verbose=0)
+        cache = memory_at(cache)
     if isinstance(cache, Memory):
         if cache.store_backend is None:
             return OutputCache(_MEMORY)

@@ -459,15 +459,21 @@ _WRITER = """
 import pickle, sys
 import numpy as np
 from joblib import Memory
-from skchain._disk import _DiskStore
+from skchain._disk import _DiskStore, _load_key, key_file
 keys, values, folder, seed = pickle.load(open(sys.argv[1], "rb"))
 rng = np.random.RandomState(int(seed))
+key = _load_key(key_file()[0])
 for _ in range(40):
-    store = _DiskStore(Memory(folder, verbose=0))
+    store = _DiskStore(Memory(folder, verbose=0), key)
     store.put("n0", keys, values.copy())  # the same block as the other writer
     take = np.sort(rng.choice(len(keys), size=7, replace=False))
     store.put("n0", [keys[i] for i in take], values[take])
 """
+
+
+def _fresh_store(folder):
+    """A disk store that has indexed nothing, as in a new process."""
+    return _disk._DiskStore(Memory(str(folder), verbose=0), _disk._load_key(_disk.key_file()[0]))
 
 
 def _run_python(script, *args):
@@ -626,14 +632,14 @@ def test_concurrent_writers_never_show_half_a_block(data, tmp_path):
         writers.append(subprocess.Popen([sys.executable, "-c", _WRITER, str(job)]))
     reads = 0
     while any(w.poll() is None for w in writers) or reads == 0:
-        store = _disk._DiskStore(Memory(str(tmp_path), verbose=0))
+        store = _fresh_store(tmp_path)
         found, missing, bad = store.lookup("n0", keys)
         assert bad == 0
         for where, block, rows in found:
             np.testing.assert_array_equal(block[rows], values[where])
         reads += 1
     assert [w.wait() for w in writers] == [0, 0]
-    store = _disk._DiskStore(Memory(str(tmp_path), verbose=0))
+    store = _fresh_store(tmp_path)
     found, missing, bad = store.lookup("n0", keys)
     assert bad == 0 and len(missing) == 0
     leftovers = [p for p in tmp_path.rglob("*") if p.name.startswith(".tmp-")]
