@@ -17,11 +17,12 @@ when:
 2. Disk (``cache=<path>`` or a :class:`joblib.Memory`): immutable blocks, each
    written to a temporary file and renamed into place (:func:`os.replace`), so
    several processes share rows without locks and a reader never sees half a
-   block. Every block carries BLAKE2b checksums of its index and of its values,
-   verified on every read: a corrupt, truncated, foreign or unreadable block is
-   a miss -- recomputed, rewritten, one :class:`UserWarning` -- never a wrong
-   value. Blocks sit where joblib's ``Memory.clear()`` and
-   ``Memory.reduce_size()`` manage them with joblib's own items.
+   block. Every block carries keyed MACs of its index and of its values
+   (:mod:`skchain._disk`: the key is the user's, outside the folder), verified on
+   every read: a corrupt, truncated, planted or unreadable block is a miss --
+   recomputed, rewritten, one :class:`UserWarning` -- never a wrong value.
+   Blocks sit where joblib's ``Memory.clear()`` and ``Memory.reduce_size()``
+   manage them with joblib's own items.
 3. The policy (``cache="auto"``, the wrappers' default): a model's rows are kept
    when the model costs far more per row than keeping a row does. The cost is
    counted, not timed: the floating-point operations of one row's forward pass

@@ -4,6 +4,7 @@ import itertools
 import pickle
 import time
 
+import _disk_forgery
 import numpy as np
 import pytest
 import torch
@@ -547,6 +548,9 @@ _CORRUPTIONS = {
     "a directory": _directory,
     "an old joblib pickle": _joblib_pickle,
     "a header claiming 10**15 rows": _huge_header,
+    # Someone who can write the folder but has no key (tests/_disk_forgery.py).
+    "planted: values doubled, unkeyed checksums recomputed": _disk_forgery.plant,
+    "written with another key": _disk_forgery.with_key(b"k" * 32),
 }
 
 
