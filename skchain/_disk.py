@@ -11,8 +11,9 @@ A cache folder is shared state, so what is read back must be what this user
 (or a team that shares a key on purpose) wrote:
 
 - **Who may write.** A folder writable by every user is refused, and so is one
-  writable by its group or owned by another user, unless a key was named on
-  purpose with ``SKCHAIN_CACHE_KEY_FILE`` (a team's shared key). Folders made
+  writable by its group (other than the user's private group) or owned by
+  another user, unless a key was named on purpose with
+  ``SKCHAIN_CACHE_KEY_FILE`` (a team's shared key). Folders made
   here are ``0o700`` (``0o770`` with a team key).
 - **Authenticated blocks.** Every block carries two keyed BLAKE2b MACs, of its
   header and row keys and of its values, bound to the model's namespace. The
@@ -26,6 +27,7 @@ A cache folder is shared state, so what is read back must be what this user
   never open; temporary files older than an hour are removed.
 """
 
+import functools
 import hashlib
 import json
 import os
@@ -63,6 +65,31 @@ _POSIX = os.name == "posix" and hasattr(os, "geteuid")
 
 def _euid():
     return os.geteuid()
+
+
+@functools.lru_cache(maxsize=64)
+def _own_group(gid, euid):
+    """Whether ``gid`` is the private group of user ``euid``: named after them,
+    their primary group, no other members (the "user private groups" of most
+    Linux distributions, whose umask 002 makes every new folder group-writable).
+    Writable by that group is writable by that user only, as Debian's ssh
+    agrees."""
+    try:
+        import grp
+        import pwd
+
+        user, group = pwd.getpwuid(euid), grp.getgrgid(gid)
+    except (ImportError, KeyError):
+        return False
+    return (
+        gid == user.pw_gid
+        and group.gr_name == user.pw_name
+        and set(group.gr_mem) <= {user.pw_name}
+    )
+
+
+def _group_writable(info):
+    return bool(info.st_mode & 0o020) and not _own_group(info.st_gid, _euid())
 
 
 # -- the key ---------------------------------------------------------------------
@@ -193,7 +220,7 @@ def _check_key_folder(folder):
             f"{info.st_uid}: they could replace the key. Point {KEY_FILE_ENV} at a "
             "file in a folder of your own."
         )
-    if info.st_mode & 0o022 and not info.st_mode & stat.S_ISVTX:
+    if (info.st_mode & 0o002 or _group_writable(info)) and not info.st_mode & stat.S_ISVTX:
         raise ValueError(
             f"The folder {folder} of the skchain cache key is writable by other users "
             f"(mode {stat.S_IMODE(info.st_mode):#o}): they could replace the key. Run "
@@ -222,7 +249,7 @@ def _check_folder(path, shared):
     mode = stat.S_IMODE(info.st_mode)
     if mode & 0o002:
         problem = f"writable by every user (mode {mode:#o})"
-    elif mode & 0o020 and not shared:
+    elif _group_writable(info) and not shared:
         problem = f"writable by its group (mode {mode:#o})"
     elif info.st_uid != _euid() and not shared:
         problem = f"owned by user {info.st_uid}, not by you (user {_euid()})"

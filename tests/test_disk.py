@@ -9,7 +9,6 @@ matrix (tests/test_bad_inputs.py).
 
 import json
 import os
-import pickle
 import signal
 import stat
 import subprocess
@@ -18,6 +17,7 @@ import tempfile
 import time
 import warnings
 import weakref
+from pathlib import Path
 
 import _disk_forgery
 import numpy as np
@@ -106,6 +106,15 @@ def another_owner(path, monkeypatch):
         monkeypatch.setattr(_disk, "_euid", lambda: euid + 1)
 
 
+def another_group(path, monkeypatch):
+    """Give ``path`` a group with other members than this user (the user's
+    private group is one only they are in: writable by it is accepted)."""
+    if os.geteuid() == 0:
+        os.chown(path, -1, 4242)
+    else:
+        monkeypatch.setattr(_disk, "_own_group", lambda gid, euid: False)
+
+
 # -- who may write the folder ------------------------------------------------------
 
 
@@ -132,19 +141,52 @@ def test_folders_and_files_made_here_are_private(X, tmp_path):
 @pytest.mark.parametrize("mode,problem", [(0o777, "writable by every user"),
                                           (0o775, "writable by its group")])
 @pytest.mark.parametrize("as_memory", [False, True])
-def test_a_folder_others_can_write_is_refused(X, tmp_path, which, mode, problem, as_memory):
+def test_a_folder_others_can_write_is_refused(X, tmp_path, monkeypatch, which, mode, problem,
+                                              as_memory):
     folder = tmp_path / "cache"
     module = pretrained()
     transform(module, folder, X)  # made private: accepted
     path = {"location": folder, "joblib": folder / "joblib",
             "skchain_outputs": folder / "joblib" / "skchain_outputs"}[which]
     os.chmod(path, mode)
+    another_group(path, monkeypatch)
     cache = Memory(str(folder), verbose=0) if as_memory else folder
     with pytest.raises(ValueError, match=problem) as excinfo:
         NeuralTransformer(module, output="logits", cache=cache).fit(X[:1]).transform(X)
     message = str(excinfo.value)
     assert str(path) in message and f"chmod go-w {path}" in message
     assert "folder of your own" in message
+
+
+@posix_only
+def test_a_folder_writable_by_your_private_group_is_accepted(X, tmp_path, monkeypatch):
+    """Most Linux distributions give each user a group of their own and umask
+    002: every folder they make is group-writable, by them only."""
+    folder = tmp_path / "cache"
+    folder.mkdir()
+    os.chmod(folder, 0o775)
+    gid = folder.stat().st_gid
+    if not _disk._own_group(gid, os.geteuid()):
+        # Not so here: say it is (the rule itself is checked below).
+        monkeypatch.setattr(_disk, "_own_group", lambda g, euid: g == gid)
+    module = pretrained()
+    np.testing.assert_allclose(transform(module, folder, X), run_module(module, X),
+                               rtol=1e-5, atol=1e-6)
+    assert len(blocks(folder)) == 1
+
+
+@posix_only
+def test_a_private_group_is_named_after_its_only_user():
+    import grp
+    import pwd
+
+    me = pwd.getpwuid(os.geteuid())
+    group = grp.getgrgid(me.pw_gid)
+    assert _disk._own_group(me.pw_gid, os.geteuid()) == (
+        group.gr_name == me.pw_name and set(group.gr_mem) <= {me.pw_name}
+    )
+    others = [g for g in grp.getgrall() if g.gr_gid != me.pw_gid]
+    assert not any(_disk._own_group(g.gr_gid, os.geteuid()) for g in others)
 
 
 @posix_only
@@ -168,7 +210,7 @@ def test_a_private_folder_in_the_sticky_tmp_is_accepted(X):
         module = pretrained()
         out = transform(module, folder, X)
         np.testing.assert_allclose(out, run_module(module, X), rtol=1e-5, atol=1e-6)
-        assert len(blocks(__import__("pathlib").Path(folder))) == 1
+        assert len(blocks(Path(folder))) == 1
 
 
 @posix_only
