@@ -124,7 +124,7 @@ def _unsafe_key(path, problem):
 
 def _read_key(path):
     """The key in ``path``; ``FileNotFoundError`` when there is none yet."""
-    for attempt in range(50):
+    for _ in range(50):
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
         try:
             info = os.fstat(fd)
