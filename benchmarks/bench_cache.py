@@ -36,7 +36,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import best_of, markdown_table, write_section  # noqa: E402
 
-from skchain import NeuralTransformer, TextEmbedder, _cache, _fingerprint  # noqa: E402
+from skchain import NeuralTransformer, TextEmbedder, _cache, _disk, _fingerprint  # noqa: E402
 from skchain.datasets import load_topics  # noqa: E402
 from skchain._inputs import kind_of  # noqa: E402
 
@@ -55,7 +55,7 @@ class EncodedRows:
 def fresh_process():
     """Empty the in-process stores, as a new process starts."""
     _cache._MEMORY.clear()
-    _cache._DISKS.clear()
+    _disk._DISKS.clear()
 
 
 def search(texts, labels, cache, memory=None):

@@ -19,3 +19,15 @@ def _seed():
     np.random.seed(0)
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _cache_key_outside_home(tmp_path_factory):
+    """The disk cache's key lives in the user's config folder: tests use a
+    temporary one (inherited by the subprocesses and joblib workers they
+    start), never the real home, and no team key from the environment."""
+    config = tmp_path_factory.mktemp("config")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XDG_CONFIG_HOME", str(config))
+        patch.delenv("SKCHAIN_CACHE_KEY_FILE", raising=False)
+        yield config

@@ -6,8 +6,10 @@ dtype, memory order or container) or *a clear error*: a ``ValueError`` or
 inside torch, never a silent result.
 """
 
+import os
 import warnings
 
+import _disk_forgery
 import numpy as np
 import pandas as pd
 import pytest
@@ -25,6 +27,7 @@ from skchain import (
     NeuralTransformer,
     OutputEnsembleClassifier,
     OutputEnsembleRegressor,
+    _disk,
 )
 
 N_FEATURES = 16
@@ -412,6 +415,131 @@ def test_bad_constructor_params_are_a_clear_error_at_first_use(case):
                 est.fit(X, y)
                 getattr(est, "predict", getattr(est, "transform", None))(X)
     _assert_clear_error(excinfo)
+
+
+# -- the disk cache's folder, key and blocks ---------------------------------------
+# A folder or key others could write: a clear error. Blocks damaged, planted
+# without the key, of another key or an older format, or left half-written by a
+# killed writer: the clean result (tests/test_disk.py and tests/test_cache.py
+# hold the detailed cases).
+
+
+def _chmod(relative, mode):
+    def make(folder):
+        os.chmod(folder / relative, mode)
+
+    return make
+
+
+def _another_owner(folder):
+    # Tests run as root here: the folder really is another user's. Elsewhere
+    # the case is covered by tests/test_disk.py's simulated owner.
+    if os.geteuid() != 0:
+        pytest.skip("needs root to give a folder to another user")
+    os.chown(folder, 4242, 4242)
+
+
+def _key_mode(mode):
+    def make(folder):
+        os.chmod(_disk.key_file()[0], mode)
+
+    return make
+
+
+def _not_a_key(folder):
+    with open(_disk.key_file()[0], "w") as handle:
+        handle.write("0123\n")
+
+
+def _group_writable(folder):
+    # By a group with other members than the user (their own private group
+    # would be accepted).
+    if os.geteuid() != 0:
+        pytest.skip("needs root to give a folder another group")
+    os.chown(folder, -1, 4242)
+    os.chmod(folder, 0o770)
+
+
+UNSAFE_CACHES = {
+    "folder_world_writable": _chmod(".", 0o777),
+    "folder_group_writable": _group_writable,
+    "subfolder_world_writable": _chmod("joblib/skchain_outputs", 0o777),
+    "folder_of_another_user": _another_owner,
+    "key_readable_by_others": _key_mode(0o644),
+    "key_writable_by_group": _key_mode(0o620),
+    "key_not_a_key": _not_a_key,
+}
+
+
+def _each_block(change):
+    def make(folder):
+        for path in folder.rglob("output.pkl"):
+            change(path)
+
+    return make
+
+
+def _half_written(folder):
+    # What a writer killed mid-block leaves: a temporary file, no block.
+    for path in folder.rglob("output.pkl"):
+        data = path.read_bytes()
+        (path.parent / ".tmp-killed").write_bytes(data[: len(data) // 2])
+        path.unlink()
+
+
+FAULTY_CACHES = {
+    "block_planted_unkeyed_checksums": _each_block(_disk_forgery.plant),
+    "block_of_another_key": _each_block(_disk_forgery.with_key(b"x" * 32)),
+    "block_of_the_older_format": _each_block(_disk_forgery.old_format),
+    "block_half_written_by_a_killed_writer": _half_written,
+    "block_truncated": _each_block(lambda p: p.write_bytes(p.read_bytes()[:-4])),
+}
+
+
+@pytest.fixture
+def cache_folder(tmp_path, monkeypatch):
+    """A private cache folder holding the blocks of ``_mlp()`` on ``_data()``,
+    and a key of this test's own; the in-process stores are fresh."""
+    from skchain import _cache
+    from skchain._cache import _MemoryStore
+
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.setattr(_disk, "_KEYS", {})
+    monkeypatch.setattr(_disk, "_DISKS", {})
+    monkeypatch.setattr(_cache, "_MEMORY", _MemoryStore())
+    folder = tmp_path / "cache"
+    X, _ = _data()
+    NeuralTransformer(_mlp(), cache=folder).fit(X).transform(X)
+    assert any(folder.rglob("output.pkl"))
+    # As a new process: nothing in memory, nothing indexed.
+    monkeypatch.setattr(_disk, "_KEYS", {})
+    monkeypatch.setattr(_disk, "_DISKS", {})
+    monkeypatch.setattr(_cache, "_MEMORY", _MemoryStore())
+    return folder
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permissions and owners")
+@pytest.mark.parametrize("kind", sorted(UNSAFE_CACHES))
+def test_unsafe_cache_is_a_clear_error(cache_folder, kind):
+    X, _ = _data()
+    UNSAFE_CACHES[kind](cache_folder)
+    with pytest.raises(Exception) as excinfo:
+        NeuralTransformer(_mlp(), cache=cache_folder).fit(X).transform(X)
+    _assert_clear_error(excinfo)
+    assert excinfo.type is ValueError
+    # Names what is wrong, and the fix.
+    assert any(fix in str(excinfo.value) for fix in ("chmod", "Delete it")), excinfo.value
+
+
+@pytest.mark.parametrize("kind", sorted(FAULTY_CACHES))
+def test_faulty_cache_gives_the_clean_result(cache_folder, kind):
+    X, _ = _data()
+    expected = NeuralTransformer(_mlp(), cache=False).fit(X).transform(X)
+    FAULTY_CACHES[kind](cache_folder)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="skchain found .* corrupt")
+        result = NeuralTransformer(_mlp(), cache=cache_folder).fit(X).transform(X)
+    np.testing.assert_allclose(result, expected, rtol=1e-5, atol=1e-7)
 
 
 def test_matrix_size():

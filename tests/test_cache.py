@@ -4,6 +4,7 @@ import itertools
 import pickle
 import time
 
+import _disk_forgery
 import numpy as np
 import pytest
 import torch
@@ -16,7 +17,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from torch import nn
 
-from skchain import NeuralTransformer, _cache
+from skchain import NeuralTransformer, _cache, _disk
 from skchain._cache import OutputCache, _MemoryStore
 from skchain._flops import worth_caching
 from skchain._inputs import kind_of
@@ -32,7 +33,7 @@ def _row_keys(rows):
 def fresh_process_cache(monkeypatch):
     """Each test starts with empty in-process stores, as a new process would."""
     monkeypatch.setattr(_cache, "_MEMORY", _MemoryStore())
-    monkeypatch.setattr(_cache, "_DISKS", {})
+    monkeypatch.setattr(_disk, "_DISKS", {})
 
 
 @pytest.fixture(scope="module")
@@ -403,7 +404,7 @@ def test_disk_cache_serves_a_fresh_process(data, tmp_path, monkeypatch):
 
     # A new process: empty memory, a disk store that has indexed nothing yet.
     monkeypatch.setattr(_cache, "_MEMORY", _MemoryStore())
-    monkeypatch.setattr(_cache, "_DISKS", {})
+    monkeypatch.setattr(_disk, "_DISKS", {})
     copy = pickle.loads(pickle.dumps(module))
     counter = RowCounter(copy)
     again = NeuralTransformer(copy, output="logits", cache=str(tmp_path)).fit(X[:2])
@@ -427,7 +428,7 @@ def test_disk_cache_is_shared_by_joblib_workers(data, tmp_path, monkeypatch):
     )
     # Every row the workers computed is on disk for the next process.
     monkeypatch.setattr(_cache, "_MEMORY", _MemoryStore())
-    monkeypatch.setattr(_cache, "_DISKS", {})
+    monkeypatch.setattr(_disk, "_DISKS", {})
     expected = run_module(module, X)
     counter = RowCounter(module)
     nt = NeuralTransformer(module, cache=tmp_path).fit(X[:2])
@@ -465,15 +466,21 @@ _WRITER = """
 import pickle, sys
 import numpy as np
 from joblib import Memory
-from skchain._cache import _DiskStore
+from skchain._disk import _DiskStore, _load_key, key_file
 keys, values, folder, seed = pickle.load(open(sys.argv[1], "rb"))
 rng = np.random.RandomState(int(seed))
+key = _load_key(key_file()[0])
 for _ in range(40):
-    store = _DiskStore(Memory(folder, verbose=0))
+    store = _DiskStore(Memory(folder, verbose=0), key)
     store.put("n0", keys, values.copy())  # the same block as the other writer
     take = np.sort(rng.choice(len(keys), size=7, replace=False))
     store.put("n0", [keys[i] for i in take], values[take])
 """
+
+
+def _fresh_store(folder):
+    """A disk store that has indexed nothing, as in a new process."""
+    return _disk._DiskStore(Memory(str(folder), verbose=0), _disk._load_key(_disk.key_file()[0]))
 
 
 def _run_python(script, *args):
@@ -547,6 +554,9 @@ _CORRUPTIONS = {
     "a directory": _directory,
     "an old joblib pickle": _joblib_pickle,
     "a header claiming 10**15 rows": _huge_header,
+    # Someone who can write the folder but has no key (tests/_disk_forgery.py).
+    "planted: values doubled, unkeyed checksums recomputed": _disk_forgery.plant,
+    "written with another key": _disk_forgery.with_key(b"k" * 32),
 }
 
 
@@ -560,7 +570,7 @@ def test_corrupt_blocks_are_misses_in_another_process(data, tmp_path):
     folders = {}
     for i, (case, corrupt) in enumerate(_CORRUPTIONS.items()):
         folder = tmp_path / f"case{i}"
-        computed = OutputCache(_MemoryStore(), _cache._disk_store(Memory(str(folder), verbose=0)))
+        computed = OutputCache(_MemoryStore(), _disk._disk_store(Memory(str(folder), verbose=0)))
         np.testing.assert_array_equal(
             computed.compute(case, X, lambda rows: run_module(module, rows)), expected
         )
@@ -595,7 +605,7 @@ def test_blocks_deleted_mid_run_are_recomputed_quietly(data, tmp_path, recwarn):
     X, _ = data
     module = pretrained()
     counter = RowCounter(module)
-    disk = _cache._disk_store(Memory(tmp_path, verbose=0))
+    disk = _disk._disk_store(Memory(tmp_path, verbose=0))
     cache = OutputCache(_MemoryStore(), disk)
     expected = cache.compute("fp", X, lambda rows: run_module(module, rows))
     assert counter.rows == len(X)
@@ -632,14 +642,14 @@ def test_concurrent_writers_never_show_half_a_block(data, tmp_path):
         writers.append(subprocess.Popen([sys.executable, "-c", _WRITER, str(job)]))
     reads = 0
     while any(w.poll() is None for w in writers) or reads == 0:
-        store = _cache._DiskStore(Memory(str(tmp_path), verbose=0))
+        store = _fresh_store(tmp_path)
         found, missing, bad = store.lookup("n0", keys)
         assert bad == 0
         for where, block, rows in found:
             np.testing.assert_array_equal(block[rows], values[where])
         reads += 1
     assert [w.wait() for w in writers] == [0, 0]
-    store = _cache._DiskStore(Memory(str(tmp_path), verbose=0))
+    store = _fresh_store(tmp_path)
     found, missing, bad = store.lookup("n0", keys)
     assert bad == 0 and len(missing) == 0
     leftovers = [p for p in tmp_path.rglob("*") if p.name.startswith(".tmp-")]
@@ -649,7 +659,7 @@ def test_concurrent_writers_never_show_half_a_block(data, tmp_path):
 def test_unwritable_folder_warns_and_still_answers(data, tmp_path):
     X, _ = data
     module = pretrained()
-    disk = _cache._disk_store(Memory(tmp_path, verbose=0))
+    disk = _disk._disk_store(Memory(tmp_path, verbose=0))
     with open(disk.root, "w") as handle:
         handle.write("a file where the cache folder should be")
     cache = OutputCache(_MemoryStore(), disk)

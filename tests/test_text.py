@@ -21,7 +21,7 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 
 pytest.importorskip("sentence_transformers")
 
-from skchain import TextEmbedder, _cache, text  # noqa: E402
+from skchain import TextEmbedder, _cache, _disk, text  # noqa: E402
 from skchain._cache import _MemoryStore, weights_digest  # noqa: E402
 from skchain.datasets import load_topics  # noqa: E402
 
@@ -29,7 +29,7 @@ from skchain.datasets import load_topics  # noqa: E402
 @pytest.fixture(autouse=True)
 def fresh_process_cache(monkeypatch):
     monkeypatch.setattr(_cache, "_MEMORY", _MemoryStore())
-    monkeypatch.setattr(_cache, "_DISKS", {})
+    monkeypatch.setattr(_disk, "_DISKS", {})
 
 
 @pytest.fixture(scope="module")
@@ -359,7 +359,7 @@ def test_disk_cache_for_texts(tmp_path, topics, embedded, monkeypatch):
     embedder = TextEmbedder(cache=tmp_path).fit(texts)
     embedder.transform(texts[:30])
     monkeypatch.setattr(_cache, "_MEMORY", _MemoryStore())
-    monkeypatch.setattr(_cache, "_DISKS", {})
+    monkeypatch.setattr(_disk, "_DISKS", {})
     counter = EncodedRows(embedder.model_)
     try:
         out = TextEmbedder(cache=str(tmp_path)).fit(texts).transform(texts[:30])
