@@ -27,6 +27,7 @@ from skchain import (
     NeuralTransformer,
     OutputEnsembleClassifier,
     OutputEnsembleRegressor,
+    _cache_trust,
     _disk,
 )
 
@@ -441,13 +442,13 @@ def _another_owner(folder):
 
 def _key_mode(mode):
     def make(folder):
-        os.chmod(_disk.key_file()[0], mode)
+        os.chmod(_cache_trust.key_file()[0], mode)
 
     return make
 
 
 def _not_a_key(folder):
-    with open(_disk.key_file()[0], "w") as handle:
+    with open(_cache_trust.key_file()[0], "w") as handle:
         handle.write("0123\n")
 
 
@@ -504,7 +505,7 @@ def cache_folder(tmp_path, monkeypatch):
     from skchain._cache import _MemoryStore
 
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
-    monkeypatch.setattr(_disk, "_KEYS", {})
+    monkeypatch.setattr(_cache_trust, "_KEYS", {})
     monkeypatch.setattr(_disk, "_DISKS", {})
     monkeypatch.setattr(_cache, "_MEMORY", _MemoryStore())
     folder = tmp_path / "cache"
@@ -512,7 +513,7 @@ def cache_folder(tmp_path, monkeypatch):
     NeuralTransformer(_mlp(), cache=folder).fit(X).transform(X)
     assert any(folder.rglob("output.pkl"))
     # As a new process: nothing in memory, nothing indexed.
-    monkeypatch.setattr(_disk, "_KEYS", {})
+    monkeypatch.setattr(_cache_trust, "_KEYS", {})
     monkeypatch.setattr(_disk, "_DISKS", {})
     monkeypatch.setattr(_cache, "_MEMORY", _MemoryStore())
     return folder

@@ -17,7 +17,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from torch import nn
 
-from skchain import NeuralTransformer, _cache, _disk
+from skchain import NeuralTransformer, _cache, _cache_trust, _disk
 from skchain._cache import OutputCache, _MemoryStore
 from skchain._flops import worth_caching
 from skchain._inputs import kind_of
@@ -466,7 +466,8 @@ _WRITER = """
 import pickle, sys
 import numpy as np
 from joblib import Memory
-from skchain._disk import _DiskStore, _load_key, key_file
+from skchain._disk import _DiskStore
+from skchain._cache_trust import key_file, load_key as _load_key
 keys, values, folder, seed = pickle.load(open(sys.argv[1], "rb"))
 rng = np.random.RandomState(int(seed))
 key = _load_key(key_file()[0])
@@ -480,7 +481,7 @@ for _ in range(40):
 
 def _fresh_store(folder):
     """A disk store that has indexed nothing, as in a new process."""
-    return _disk._DiskStore(Memory(str(folder), verbose=0), _disk._load_key(_disk.key_file()[0]))
+    return _disk._DiskStore(Memory(str(folder), verbose=0), _cache_trust.load_key(_cache_trust.key_file()[0]))
 
 
 def _run_python(script, *args):

@@ -26,11 +26,11 @@ import torch
 from joblib import Memory
 from torch import nn
 
-from skchain import NeuralTransformer, _cache, _disk
+from skchain import NeuralTransformer, _cache, _cache_trust, _disk
 from skchain._cache import _MemoryStore
 from skchain._runner import run_module
 
-posix_only = pytest.mark.skipif(not _disk._POSIX, reason="POSIX permissions and owners")
+posix_only = pytest.mark.skipif(not _cache_trust._POSIX, reason="POSIX permissions and owners")
 
 
 @pytest.fixture(autouse=True)
@@ -39,15 +39,15 @@ def fresh_process(monkeypatch, tmp_path):
     by the subprocesses it starts)."""
     monkeypatch.setattr(_cache, "_MEMORY", _MemoryStore())
     monkeypatch.setattr(_disk, "_DISKS", {})
-    monkeypatch.setattr(_disk, "_KEYS", {})
+    monkeypatch.setattr(_cache_trust, "_KEYS", {})
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
-    monkeypatch.delenv(_disk.KEY_FILE_ENV, raising=False)
+    monkeypatch.delenv(_cache_trust.KEY_FILE_ENV, raising=False)
 
 
 def new_process(monkeypatch):
     monkeypatch.setattr(_cache, "_MEMORY", _MemoryStore())
     monkeypatch.setattr(_disk, "_DISKS", {})
-    monkeypatch.setattr(_disk, "_KEYS", {})
+    monkeypatch.setattr(_cache_trust, "_KEYS", {})
 
 
 @pytest.fixture(scope="module")
@@ -129,7 +129,7 @@ def test_folders_and_files_made_here_are_private(X, tmp_path):
     assert {p: stat.S_IMODE(p.stat().st_mode) for p in made} == {p: 0o700 for p in made}
     (block,) = blocks(folder)
     assert stat.S_IMODE(block.stat().st_mode) == 0o600
-    key, _ = _disk.key_file()
+    key, _ = _cache_trust.key_file()
     assert key == str(tmp_path / "config" / "skchain" / "cache.key")
     assert stat.S_IMODE(os.stat(key).st_mode) == 0o600
     assert stat.S_IMODE(os.stat(os.path.dirname(key)).st_mode) == 0o700
@@ -166,7 +166,7 @@ def test_a_folder_writable_by_your_private_group_is_accepted(X, tmp_path, monkey
     folder.mkdir()
     os.chmod(folder, 0o775)
     gid = folder.stat().st_gid
-    if not _disk._own_group(gid, os.geteuid()):
+    if not _cache_trust._own_group(gid, os.geteuid()):
         # Not so here: say it is (the rule itself is checked below).
         monkeypatch.setattr(_disk, "_own_group", lambda g, euid: g == gid)
     module = pretrained()
@@ -182,11 +182,11 @@ def test_a_private_group_is_named_after_its_only_user():
 
     me = pwd.getpwuid(os.geteuid())
     group = grp.getgrgid(me.pw_gid)
-    assert _disk._own_group(me.pw_gid, os.geteuid()) == (
+    assert _cache_trust._own_group(me.pw_gid, os.geteuid()) == (
         group.gr_name == me.pw_name and set(group.gr_mem) <= {me.pw_name}
     )
     others = [g for g in grp.getgrall() if g.gr_gid != me.pw_gid]
-    assert not any(_disk._own_group(g.gr_gid, os.geteuid()) for g in others)
+    assert not any(_cache_trust._own_group(g.gr_gid, os.geteuid()) for g in others)
 
 
 @posix_only
@@ -218,8 +218,8 @@ def test_a_team_key_allows_a_group_folder_never_a_world_writable_one(X, tmp_path
     key = tmp_path / "team.key"
     key.write_text("ab" * 32 + "\n")
     key.chmod(0o600)
-    monkeypatch.setenv(_disk.KEY_FILE_ENV, str(key))
-    assert _disk.key_file() == (str(key), True)
+    monkeypatch.setenv(_cache_trust.KEY_FILE_ENV, str(key))
+    assert _cache_trust.key_file() == (str(key), True)
     folder = tmp_path / "team"
     module = pretrained()
     out = transform(module, folder, X)
@@ -246,7 +246,7 @@ def test_a_team_key_allows_a_group_folder_never_a_world_writable_one(X, tmp_path
 @posix_only
 @pytest.mark.parametrize("problem", ["mode 0o644", "mode 0o660", "another owner"])
 def test_a_key_others_can_read_is_refused(X, tmp_path, monkeypatch, problem):
-    path, _ = _disk.key_file()
+    path, _ = _cache_trust.key_file()
     module = pretrained()
     transform(module, tmp_path / "cache", X)  # makes the key
     if problem == "another owner":
@@ -265,7 +265,7 @@ def test_a_key_others_can_read_is_refused(X, tmp_path, monkeypatch, problem):
 
 @posix_only
 def test_a_key_in_a_folder_others_can_write_is_refused(X, tmp_path, monkeypatch):
-    path, _ = _disk.key_file()
+    path, _ = _cache_trust.key_file()
     transform(pretrained(), tmp_path / "cache", X)
     os.chmod(os.path.dirname(path), 0o777)
     new_process(monkeypatch)
@@ -277,7 +277,7 @@ def test_a_key_file_that_is_not_a_key_is_a_clear_error(X, tmp_path, monkeypatch)
     path = tmp_path / "my.key"
     path.write_text("not a key\n")
     path.chmod(0o600)
-    monkeypatch.setenv(_disk.KEY_FILE_ENV, str(path))
+    monkeypatch.setenv(_cache_trust.KEY_FILE_ENV, str(path))
     monkeypatch.setattr(_disk.time, "sleep", lambda seconds: None)
     with pytest.raises(ValueError, match="is not 64 hexadecimal digits") as excinfo:
         transform(pretrained(), tmp_path / "cache", X)
@@ -304,11 +304,11 @@ def test_no_key_folder_means_memory_only_with_a_warning(X, tmp_path, monkeypatch
 
 _KEY_RACER = """
 import os, sys, time
-from skchain import _disk
+from skchain import _cache_trust
 print("ready", flush=True)
 while not os.path.exists(sys.argv[1]):
     time.sleep(0.001)
-print(_disk._load_key(_disk.key_file()[0]).hex())
+print(_cache_trust.load_key(_cache_trust.key_file()[0]).hex())
 """
 
 
@@ -323,7 +323,7 @@ def test_racing_processes_make_one_key(tmp_path):
     go.touch()  # all three are waiting: they race
     keys = [racer.communicate(timeout=120)[0].strip() for racer in racers]
     assert [racer.returncode for racer in racers] == [0, 0, 0]
-    path, _ = _disk.key_file()
+    path, _ = _cache_trust.key_file()
     with open(path) as handle:
         assert keys == [handle.read().strip()] * 3
     assert len(keys[0]) == 64
@@ -335,13 +335,13 @@ def test_without_hard_links_the_key_is_created_exclusively(tmp_path, monkeypatch
         raise PermissionError("hard links not supported")
 
     monkeypatch.setattr(_disk.os, "link", no_links)
-    path, _ = _disk.key_file()
-    key = _disk._load_key(path)
+    path, _ = _cache_trust.key_file()
+    key = _cache_trust.load_key(path)
     assert len(key) == 32
-    if _disk._POSIX:
+    if _cache_trust._POSIX:
         assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
-    monkeypatch.setattr(_disk, "_KEYS", {})
-    assert _disk._load_key(path) == key
+    monkeypatch.setattr(_cache_trust, "_KEYS", {})
+    assert _cache_trust.load_key(path) == key
     assert os.listdir(os.path.dirname(path)) == ["cache.key"]
 
 
@@ -526,7 +526,7 @@ def test_a_writer_killed_mid_block_leaves_no_wrong_value(X, tmp_path, monkeypatc
     module = pretrained()
     expected = run_module(module, X)
     folder = tmp_path / "cache"
-    _disk._load_key(_disk.key_file()[0])  # the writer's hanging write is for its block only
+    _cache_trust.load_key(_cache_trust.key_file()[0])  # the writer's hanging write is for its block only
     data, half = tmp_path / "X.npy", tmp_path / "half"
     np.save(data, X)
     writer = subprocess.Popen(
