@@ -1,4 +1,12 @@
-"""``NeuralTransformer``: a neural net as a scikit-learn ``fit``/``transform`` step."""
+"""``NeuralTransformer``: a neural net as a scikit-learn ``fit``/``transform`` step.
+
+Size (over 600 lines): one estimator class, of which about 170 lines are its
+numpydoc docstring and the rest the scikit-learn protocol it must speak
+(clone, params, tags, fit, fit_transform, transform). What stands alone lives
+beside it: the input contract (``_inputs``), the module it runs for a net used
+as it is (``_pretrained``), the target a net trains on (``_targets``), the
+output plan (``_outputs``), cross fitting (``_crossfit``), the run (``_runner``).
+"""
 
 import copy
 import functools

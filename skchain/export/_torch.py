@@ -1,5 +1,9 @@
 """Export a fitted chain as one torch module.
 
+Size (over 600 lines): one small converter per supported scikit-learn step
+(scalers, projections, linear models, containers), each a few lines; keeping
+them in one table is what lets a reader see what ``to_torch`` covers.
+
 ``to_torch`` returns one ``torch.nn.Module``:
 Each supported step becomes a small module holding its fitted numbers as
 float32 buffers (so ``.to(device)`` moves them), and the steps are composed as
