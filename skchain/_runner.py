@@ -35,6 +35,7 @@ __all__ = [
     "eval_mode",
     "first_output",
     "module_device",
+    "ModuleRun",
     "module_lock",
     "normalize_proba",
     "resolve_device",
@@ -309,25 +310,74 @@ def run_module(
     forward was changed to do so, is caught after the batch it changed; the
     call raises a ``ValueError`` saying which rows, and later calls copy.
     """
-    n = X.shape[0]
-    if n == 0:
-        raise ValueError("Cannot run a module on 0 rows; pass at least one row.")
-    state = _module_state(module)
-    with state.lock:
-        submodules = _submodules(module)
-        device = _device_of(submodules) if device is None else torch.device(device)
-        restore = _to_eval(submodules, module)
-        try:
-            key = (tuple(layers) if layers else None, bool(layer_inputs))
-            check = None if check_input is None else partial(check_finite_input, check_input)
-            batches = _batches(module, X, batch_size, device, state, key, check)
-            with torch.inference_mode():
-                if not layers:
-                    return _gather(module, batches, n, None, postprocess, dtype)
-                with _Capture(module, layers, inputs=layer_inputs) as capture:
-                    return _gather(module, batches, n, capture, postprocess, dtype)
-        finally:
-            _restore(restore)
+    return ModuleRun(
+        module, batch_size=batch_size, device=device, layers=layers,
+        layer_inputs=layer_inputs, postprocess=postprocess, dtype=dtype,
+        check_input=check_input,
+    ).run(X)
+
+
+class ModuleRun:
+    """One run of a module over checked rows: the model call of every wrapper.
+
+    :func:`run_module` is ``ModuleRun(module, **params).run(X)``. The steps of
+    a run are small methods, overridden by a model that runs differently (as
+    skorch's ``get_iterator`` and ``infer``): :meth:`batches` (where the input
+    tensors come from and which device they go to), :meth:`forward_pass` (what
+    runs on each batch: the module, or the module with named layers captured
+    and post-processed). :meth:`run` holds the module's lock and eval mode
+    around them and gathers the outputs. Parameters as :func:`run_module`.
+    """
+
+    def __init__(self, module, *, batch_size=1024, device=None, layers=None,
+                 layer_inputs=False, postprocess=None, dtype=np.float32, check_input=None):
+        self.module = module
+        self.batch_size = batch_size
+        self.device = device
+        self.layers = layers
+        self.layer_inputs = layer_inputs
+        self.postprocess = postprocess
+        self.dtype = dtype
+        self.check_input = check_input
+
+    def run(self, X):
+        """The outputs for the rows of ``X``, as :func:`run_module` returns them."""
+        n = X.shape[0]
+        if n == 0:
+            raise ValueError("Cannot run a module on 0 rows; pass at least one row.")
+        module, layers = self.module, self.layers
+        state = _module_state(module)
+        with state.lock:
+            submodules = _submodules(module)
+            device = _device_of(submodules) if self.device is None else torch.device(self.device)
+            restore = _to_eval(submodules, module)
+            try:
+                key = (tuple(layers) if layers else None, bool(self.layer_inputs))
+                check = None if self.check_input is None else partial(
+                    check_finite_input, self.check_input
+                )
+                batches = self.batches(X, device, state, key, check)
+                with torch.inference_mode():
+                    if not layers:
+                        return _gather(module, self.forward_pass(None), batches, n, self.dtype)
+                    with _Capture(module, layers, inputs=self.layer_inputs) as capture:
+                        forward = self.forward_pass(capture)
+                        return _gather(module, forward, batches, n, self.dtype)
+            finally:
+                _restore(restore)
+
+    def batches(self, X, device, state, key, check):
+        """The input tensors of the run's forward passes, one per batch, on
+        ``device`` (see :func:`_batches`; ``state``/``key``: what is known of
+        the module's in-place writes, ``check``: the chunks' NaN check)."""
+        return _batches(self.module, X, self.batch_size, device, state, key, check)
+
+    def forward_pass(self, capture):
+        """What runs on each batch: the module itself, or the module with the
+        ``capture``'d layers read and the output post-processed."""
+        if capture is None and self.postprocess is None:
+            return self.module
+        return partial(_captured, self.module, capture=capture, postprocess=self.postprocess)
 
 
 # Input rows are checked and (where they must be) copied this many bytes at a
@@ -440,17 +490,15 @@ def _views(module, X, start, batch_size, state, key, check):
                 _wrote(module, chunk_start + i * batch_size, batch.shape[0], state, key)
 
 
-def _gather(module, batches, n, capture, postprocess, dtype):
-    """Run the module on each batch and gather the outputs into one array."""
+def _gather(module, forward, batches, n, dtype):
+    """Run ``forward`` on each batch and gather the outputs into one array
+    (``module`` names the model in errors)."""
     out = None
     pending = []
     pending_rows = done = 0
     flush_rows = None
     for batch in batches:
-        if capture is None and postprocess is None:
-            result = module(batch)
-        else:
-            result = _captured(module, batch, capture, postprocess)
+        result = forward(batch)
         rows = batch.shape[0]
         # One test for the usual case (a 2-D tensor, one row per input row).
         if not (isinstance(result, torch.Tensor) and result.ndim == 2
@@ -481,6 +529,8 @@ def _gather(module, batches, n, capture, postprocess, dtype):
 
 
 def _captured(module, batch, capture, postprocess):
+    """One batch's output: the captured layers (flattened per row and joined)
+    or the module's output, post-processed."""
     if capture is not None:
         rows = batch.shape[0]
         parts = [p.reshape(rows, -1) for p in capture(batch)]
