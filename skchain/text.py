@@ -24,6 +24,7 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
 from ._cache import CACHE_CONSTRAINT, cached_outputs, model_fingerprint, weights_digest
+from ._params import ParamsChecked
 from ._repr import DocLinkMixin
 from ._runner import check_finite_output, module_lock, resolve_device
 from ._sklearn_compat import (
@@ -233,7 +234,7 @@ def _tokenizer_id(model):
 # -- the estimator ------------------------------------------------------------
 
 
-class TextEmbedder(DocLinkMixin, TransformerMixin, BaseEstimator):
+class TextEmbedder(ParamsChecked, DocLinkMixin, TransformerMixin, BaseEstimator):
     """Embed texts with a pretrained sentence-transformers model.
 
     Strings in (a list, a 1-D array, a pandas Series or a one-column
@@ -398,6 +399,7 @@ class TextEmbedder(DocLinkMixin, TransformerMixin, BaseEstimator):
             float32 (a DataFrame with ``set_output(transform="pandas")``).
         """
         check_is_fitted(self)
+        self._check_params()  # as fit does; set_params may have changed them since
         texts = _check_texts(X)
         _check_feature_names(self, X, reset=False)
         return cached_outputs(self.cache, self._output_fingerprint, texts, self._encode)

@@ -13,6 +13,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_consistent_length, check_is_fitted, column_or_1d
 from torch import nn
 
+from .._params import ParamsChecked
 from .._repr import DocLinkMixin
 from .._runner import (
     check_finite_output,
@@ -34,7 +35,7 @@ __all__ = ["MergedHeadsClassifier"]
 _VALIDATION_ATTRIBUTES = ("n_features_in_", "feature_names_in_")
 
 
-class MergedHeadsClassifier(DocLinkMixin, ClassifierMixin, BaseEstimator):
+class MergedHeadsClassifier(ParamsChecked, DocLinkMixin, ClassifierMixin, BaseEstimator):
     """One calibrated classifier from heads that share a frozen backbone.
 
     ``fit`` merges the heads (:func:`merge_heads`), computes the heads' outputs
@@ -328,6 +329,7 @@ class MergedHeadsClassifier(DocLinkMixin, ClassifierMixin, BaseEstimator):
             float64; each row sums to one (within 1e-12).
         """
         check_is_fitted(self)
+        self._check_params()  # as fit does; set_params may have changed them since
         X = check_rows(self, X, reset=False)
         merged = self.merged_
         who = type(self).__name__
