@@ -117,6 +117,11 @@ class DivergedError(ValueError):
         super().__init__(message)
         self.epoch = epoch
 
+    def __reduce__(self):
+        # Raised in joblib's worker processes (cross fitting, searches) and
+        # pickled back: the default would call DivergedError(message) alone.
+        return type(self), (self.args[0], self.epoch)
+
 
 class _FiniteTraining(Callback):
     """Raises :class:`DivergedError` at the end of the first epoch whose
