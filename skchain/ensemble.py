@@ -403,7 +403,9 @@ class OutputEnsembleClassifier(ClassifierMixin, _OutputEnsemble):
             self.weights_ = _check_weights(self.weights, len(self.estimators))
 
     def _soft(self):
-        return self.voting == "soft"
+        # Only "hard" hides predict_proba: a typo set after fit reaches
+        # predict_proba, which raises fit's error for it.
+        return not (isinstance(self.voting, str) and self.voting == "hard")
 
     @available_if(_soft)
     def predict_proba(self, X):
