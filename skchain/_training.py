@@ -176,7 +176,11 @@ def _bad_tensor(net):
 
 def _diverged_message(net, epoch, found):
     lr = getattr(net, "lr", None)
-    now = "" if lr is None else f" (now lr={lr:g}; net__lr in a NeuralTransformer)"
+    try:
+        shown = f"{float(lr):g}"
+    except (TypeError, ValueError):  # None, or a schedule object
+        shown = None if lr is None else repr(lr)
+    now = "" if shown is None else f" (now lr={shown}; net__lr in a NeuralTransformer)"
     return (
         f"The training of {type(net).__name__} diverged at epoch {epoch}: {found}, so "
         "its outputs would be NaN or meaningless. Lower the learning rate"
