@@ -290,12 +290,43 @@ def check_texts(X, who="TextEmbedder"):
         )
     for i, value in enumerate(values):
         if not isinstance(value, str):
+            if isinstance(value, (bytes, bytearray)):
+                raise TypeError(
+                    f"{who} embeds strings, but row {i} is {type(value).__name__} "
+                    f"({value[:40]!r}). Decode the texts first, with the encoding they "
+                    "were written in: [b.decode('utf-8') for b in X]."
+                )
             raise TypeError(
                 f"{who} embeds strings, but row {i} is {type(value).__name__} "
-                f"({value!r}). Convert the column (X.astype(str)) or send numeric "
+                f"({value!r:.80}). Convert the column (X.astype(str)) or send numeric "
                 "columns to another transformer with ColumnTransformer."
             )
+        if not value.isascii():
+            _check_encodable(value, i)
     return [str(v) for v in values]
+
+
+def _check_encodable(text, row):
+    """Raise a ``ValueError`` naming ``row`` if ``text`` has no UTF-8 encoding.
+
+    A Python string can hold lone surrogates (U+D800 to U+DFFF): half of an
+    emoji split by a truncation, JSON's ``"\\ud83d"`` escapes, bytes decoded
+    with ``errors="surrogateescape"``. The tokenizer needs UTF-8, which has no
+    encoding for them. They are refused, not replaced: which repair is right
+    (join the halves, drop them, a replacement character) depends on where they
+    came from, and an embedding of silently altered text is a wrong answer.
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(
+            f"Row {row} of X cannot be encoded as UTF-8, which the tokenizer needs: "
+            f"{text[exc.start:exc.end]!r} at position {exc.start} ({exc.reason}), e.g. "
+            "a lone surrogate from a truncated emoji or a bad decoding. Repair the "
+            "texts first: ftfy.fix_text(t) joins surrogate pairs and replaces lone "
+            "ones, or t.encode('utf-8', 'replace').decode('utf-8') replaces each "
+            "unencodable character with '?'."
+        ) from None
 
 
 # -- kinds of rows: what the cache needs to know ---------------------------------

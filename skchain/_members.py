@@ -21,6 +21,7 @@ fitted on one (so their feature names and column dtypes still reach them).
 """
 
 from contextlib import contextmanager
+from numbers import Integral
 
 import numpy as np
 import torch
@@ -255,9 +256,19 @@ def run_torch(module, X32, who, **kwargs):
     return check_finite_output(out, who)
 
 
-def _net_batch_size(net, n):
+def _net_batch_size(net, n, who):
+    """The rows per forward pass that the skorch ``net``'s own predict would
+    use: its ``batch_size`` (or ``iterator_valid__batch_size``), -1 or None
+    for all rows."""
     size = getattr(net, "iterator_valid__batch_size", net.batch_size)
-    return n if size is None or size <= 0 else int(size)
+    if size is None or (isinstance(size, Integral) and size == -1):
+        return n
+    if not isinstance(size, Integral) or isinstance(size, bool) or size < 1:
+        raise ValueError(
+            f"{who} has batch_size={size!r}: skorch takes a positive int, or -1 "
+            "for all rows in one batch. Set the net's batch_size to one of those."
+        )
+    return int(size)
 
 
 def _net_outputs(net, X32, who, method):
@@ -278,7 +289,7 @@ def _net_outputs(net, X32, who, method):
         info.module,
         X32,
         who,
-        batch_size=_net_batch_size(net, X32.shape[0]),
+        batch_size=_net_batch_size(net, X32.shape[0], who),
         postprocess=post,
         dtype=np.float64,
     )

@@ -11,6 +11,7 @@ from sklearn.utils.validation import column_or_1d
 from torch import nn
 
 from ._members import fit_or_restore, run_torch
+from ._params import ParamsChecked
 from ._repr import DocLinkMixin
 from ._inputs import check_rows
 from ._runner import normalize_proba, to_proba
@@ -38,7 +39,7 @@ def check_known_labels(y, classes, who):
         )
 
 
-class ModuleClassifier(DocLinkMixin, ClassifierMixin, BaseEstimator):
+class ModuleClassifier(ParamsChecked, DocLinkMixin, ClassifierMixin, BaseEstimator):
     """A pretrained torch classifier module as a scikit-learn classifier.
 
     The module is used as it is: it is never trained, copied or changed, and
@@ -162,7 +163,7 @@ class ModuleClassifier(DocLinkMixin, ClassifierMixin, BaseEstimator):
 
     def _proba_from_rows(self, X32, who=None):
         """Probabilities for validated C-ordered float32 rows (the runner path)."""
-        self._validate_params()  # also when used without fit, the documented way
+        self._check_params()  # also when used without fit, the documented way
         classes = self.classes_
         who = who or type(self).__name__
         first = []  # the first batch's raw output, to check what the module returns
@@ -224,7 +225,7 @@ class ModuleClassifier(DocLinkMixin, ClassifierMixin, BaseEstimator):
         proba : ndarray of shape (n_samples, n_classes)
             Each row sums to one within 1e-12.
         """
-        self._validate_params()
+        self._check_params()
         X32 = check_rows(self, X, reset=False)
         return self._proba_from_rows(X32)
 

@@ -26,6 +26,7 @@ from ._batches import TensorBatches
 from ._cache import CACHE_CONSTRAINT, cached_outputs, callable_id, model_fingerprint
 from ._crossfit import check_splits, cross_fit, resolve_cv
 from ._outputs import describe_net, feature_names, net_kind, plan_output, target_aligned
+from ._params import ParamsChecked
 from ._repr import DocLinkMixin
 from ._inputs import VALIDATION_ATTRIBUTES, check_rows, check_rows_deferred, module_refuses
 from ._pretrained import module_to_run
@@ -53,7 +54,7 @@ __all__ = ["NeuralTransformer"]
 _FITTED = ("net_", "module_", "classes_", "_info", "_plan", "_feature_names_out")
 
 
-class NeuralTransformer(DocLinkMixin, TransformerMixin, BaseEstimator):
+class NeuralTransformer(ParamsChecked, DocLinkMixin, TransformerMixin, BaseEstimator):
     """Turn a neural net into a ``fit``/``transform`` step of a pipeline.
 
     The net's outputs -- class probabilities, logits, predictions, the
@@ -666,6 +667,7 @@ class NeuralTransformer(DocLinkMixin, TransformerMixin, BaseEstimator):
         """
         if "module_" not in vars(self):
             check_is_fitted(self)  # raises NotFittedError; skipped when fitted (µs)
+        self._check_params()  # as fit does; set_params may have changed them since
         X, scanned = check_rows_deferred(self, X)
         out = self._outputs(self._state(), X, scanned=scanned)
         return check_finite_output(out, "NeuralTransformer")

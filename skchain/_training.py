@@ -22,9 +22,19 @@ Three things skorch's own ``fit`` does not give a pipeline step:
   (``on_train_begin``, ``fit_loop``, ``on_train_end``) and re-raises.
 - **All or nothing.** The net is trained here on a private clone; the caller
   assigns its fitted attributes only once this returns.
+- **A diverged training is an error where it happens.** skorch trains on
+  through a NaN loss (``lr`` far too high, exploding gradients) and returns a
+  net whose outputs are all NaN. :func:`train_net` checks the losses and
+  weights at the end of every epoch and raises :class:`DivergedError`
+  naming the epoch, the loss and the fix; every net skchain trains
+  (``NeuralTransformer.fit``, its cross-fitting folds, the chain searches'
+  candidates) goes through it. A search keeps going past such a candidate
+  with scikit-learn's ``error_score`` (the default ``np.nan`` gives a
+  ``FitFailedWarning`` carrying the message), as for any failed fit.
 """
 
 import functools
+import math
 import threading
 from contextlib import contextmanager
 
@@ -37,6 +47,7 @@ from ._loop import lean_loop
 
 __all__ = [
     "TRAINING_LOCK",
+    "DivergedError",
     "draw_seed",
     "epoch_checkpoints",
     "seeded",
@@ -96,6 +107,87 @@ class _Checkpoints(Callback):
             self.snapshots[epoch] = {
                 key: value.detach().clone() for key, value in net.module_.state_dict().items()
             }
+
+
+class DivergedError(ValueError):
+    """A training whose loss or weights stopped being finite; ``epoch`` is
+    the (1-based) epoch at whose end it was seen."""
+
+    def __init__(self, message, epoch):
+        super().__init__(message)
+        self.epoch = epoch
+
+    def __reduce__(self):
+        # Raised in joblib's worker processes (cross fitting, searches) and
+        # pickled back: the default would call DivergedError(message) alone.
+        return type(self), (self.args[0], self.epoch)
+
+
+class _FiniteTraining(Callback):
+    """Raises :class:`DivergedError` at the end of the first epoch whose
+    losses or weights are NaN or infinite, instead of training on."""
+
+    def on_epoch_end(self, net, **kwargs):
+        epoch = len(net.history)
+        row = net.history[-1]
+        found = _bad_loss(row)
+        if found is None:
+            found = _bad_tensor(net)
+        if found is not None:
+            raise DivergedError(_diverged_message(net, epoch, found), epoch)
+
+
+_LOSSES = {"train_loss": "training loss", "valid_loss": "validation loss"}
+
+
+def _bad_loss(row):
+    """What is not finite among an epoch's losses (``None``: all finite)."""
+    # The epoch's train_loss (skorch's PassthroughScoring) is the mean of its
+    # batches' losses: finite exactly when they all are, barring overflow.
+    # The batches are read only to say which one (or when a net's callbacks
+    # were disabled and the epoch has no mean).
+    if all(math.isfinite(row[key]) for key in _LOSSES if key in row):
+        if "train_loss" in row:
+            return None
+    for i, batch in enumerate(row.get("batches", ()), start=1):
+        for key, what in _LOSSES.items():
+            loss = batch.get(key)
+            if loss is not None and not math.isfinite(loss):
+                return f"the {what} is {loss} (first at batch {i} of the epoch)"
+    for key, what in _LOSSES.items():
+        if key in row and not math.isfinite(row[key]):
+            return f"the {what} is {row[key]}"
+    return None
+
+
+def _bad_tensor(net):
+    """The first learnable parameter (or float buffer) that is not finite."""
+    with torch.no_grad():
+        for name, param in net.get_all_learnable_params():
+            if not bool(torch.isfinite(param).all()):
+                return f"the weights {name!r} hold NaN or infinity"
+        module = getattr(net, "module_", None)
+        if isinstance(module, torch.nn.Module):
+            for name, buffer in module.named_buffers():
+                if buffer.is_floating_point() and not bool(torch.isfinite(buffer).all()):
+                    return f"the buffer {name!r} holds NaN or infinity"
+    return None
+
+
+def _diverged_message(net, epoch, found):
+    lr = getattr(net, "lr", None)
+    try:
+        shown = f"{float(lr):g}"
+    except (TypeError, ValueError):  # None, or a schedule object
+        shown = None if lr is None else repr(lr)
+    now = "" if shown is None else f" (now lr={shown}; net__lr in a NeuralTransformer)"
+    return (
+        f"The training of {type(net).__name__} diverged at epoch {epoch}: {found}, so "
+        "its outputs would be NaN or meaningless. Lower the learning rate"
+        f"{now}, clip the gradients with skorch's GradientNormClipping callback "
+        "(callbacks=[GradientNormClipping(gradient_clip_value=1.0)]), or scale the "
+        "input (StandardScaler) and, for a regressor, the target."
+    )
 
 
 def draw_seed(random_state):
@@ -165,10 +257,13 @@ def train_net(
             ) from exc
         if after_initialize is not None:
             after_initialize(net)
+        # After the net's own callbacks (its epoch's train_loss is theirs);
+        # before the checkpoints, so no diverged epoch is kept.
+        net.callbacks_.append((_FINITE, _FiniteTraining()))
         request = _take_request()
         if request is not None:
             # Last, so the epoch's own callbacks (history, timers) have run.
-            net.callbacks_.append(("skchain_checkpoints", _Checkpoints(*request)))
+            net.callbacks_.append((_CHECKPOINTS, _Checkpoints(*request)))
         try:
             with weighted_training(net, X, sample_weight) as X_fit, lean_loop(net):
                 net.notify("on_train_begin", X=X, y=y)
@@ -179,11 +274,13 @@ def train_net(
                     raise
                 net.notify("on_train_end", X=X, y=y)
         finally:
-            if request is not None:
-                # The fitted net keeps only its own callbacks.
-                net.callbacks_ = [(n, cb) for n, cb in net.callbacks_
-                                  if n != "skchain_checkpoints"]
+            # The fitted net keeps only its own callbacks.
+            net.callbacks_ = [(n, cb) for n, cb in net.callbacks_
+                              if n not in (_FINITE, _CHECKPOINTS)]
     return net
+
+
+_FINITE, _CHECKPOINTS = "skchain_finite", "skchain_checkpoints"
 
 
 _X, _WEIGHT = "X", "skchain_sample_weight"

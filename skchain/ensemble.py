@@ -47,6 +47,7 @@ from ._members import (
     validate_rows,
 )
 from ._module_classifier import ModuleClassifier, check_known_labels
+from ._params import ParamsChecked
 from ._repr import DocLinkMixin
 from ._sklearn_compat import HasMethods, StrOptions, _check_feature_names_in, _fit_context
 
@@ -74,7 +75,7 @@ def _check_weights(weights, n_members):
     return w / w.sum()
 
 
-class _OutputEnsemble(DocLinkMixin, TransformerMixin, BaseEstimator):
+class _OutputEnsemble(ParamsChecked, DocLinkMixin, TransformerMixin, BaseEstimator):
     """Code shared by the two output ensembles."""
 
     def __sklearn_clone__(self):
@@ -134,8 +135,26 @@ class _OutputEnsemble(DocLinkMixin, TransformerMixin, BaseEstimator):
         return rows
 
     def _rows(self, X):
-        check_is_fitted(self)
+        self._check_use()
         return validate_rows(self, X, reset=False)
+
+    def _check_use(self):
+        """What every use of a fitted ensemble checks first: fitted, the
+        parameters as ``fit`` validates them, and the members those ``fit``
+        saw (weights and column orders belong to them)."""
+        check_is_fitted(self)
+        self._check_params()
+        members = self.estimators
+        same = len(members) == len(self.estimators_) and all(
+            isinstance(pair, (list, tuple)) and len(pair) == 2 and pair[1] is fitted
+            for pair, fitted in zip(members, self.estimators_)
+        )
+        if not same:
+            raise ValueError(
+                f"The estimators of this {type(self).__name__} changed since fit "
+                "(set_params(estimators=...)): its weights and class alignment were "
+                "learned for the previous members. Call fit again with the new members."
+            )
 
     def _names_out(self, input_features, suffixes):
         check_is_fitted(self, "n_features_in_")
@@ -388,7 +407,9 @@ class OutputEnsembleClassifier(ClassifierMixin, _OutputEnsemble):
             self.weights_ = _check_weights(self.weights, len(self.estimators))
 
     def _soft(self):
-        return self.voting == "soft"
+        # Only "hard" hides predict_proba: a typo set after fit reaches
+        # predict_proba, which raises fit's error for it.
+        return not (isinstance(self.voting, str) and self.voting == "hard")
 
     @available_if(_soft)
     def predict_proba(self, X):
@@ -424,7 +445,7 @@ class OutputEnsembleClassifier(ClassifierMixin, _OutputEnsemble):
         -------
         y : ndarray of shape (n_samples,)
         """
-        check_is_fitted(self)
+        self._check_use()
         if self.voting == "soft":
             return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
         rows = self._rows(X)

@@ -24,8 +24,9 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
 from ._cache import CACHE_CONSTRAINT, cached_outputs, model_fingerprint, weights_digest
-from ._repr import DocLinkMixin
 from ._inputs import check_texts
+from ._params import ParamsChecked
+from ._repr import DocLinkMixin
 from ._runner import check_finite_output, module_lock, resolve_device
 from ._sklearn_compat import (
     Interval,
@@ -166,7 +167,7 @@ def _tokenizer_id(model):
 # -- the estimator ------------------------------------------------------------
 
 
-class TextEmbedder(DocLinkMixin, TransformerMixin, BaseEstimator):
+class TextEmbedder(ParamsChecked, DocLinkMixin, TransformerMixin, BaseEstimator):
     """Embed texts with a pretrained sentence-transformers model.
 
     Strings in (a list, a 1-D array, a pandas Series or a one-column
@@ -228,6 +229,14 @@ class TextEmbedder(DocLinkMixin, TransformerMixin, BaseEstimator):
 
     Notes
     -----
+    Every text must be a ``str`` that UTF-8 can encode, which the tokenizer
+    needs. A string holding a lone surrogate (U+D800 to U+DFFF, common in
+    scraped text: half of a truncated emoji, a ``"\\ud83d"`` JSON escape) is
+    refused with a ``ValueError`` naming its row, rather than replaced
+    silently: repair such texts first, e.g. with ``ftfy.fix_text`` or
+    ``t.encode("utf-8", "replace").decode("utf-8")``. ``bytes`` rows are a
+    ``TypeError``: decode them first.
+
     scikit-learn's common estimator checks generate numeric matrices, which
     this estimator rejects; like scikit-learn's own text vectorizers it
     declares the ``string`` input tag instead of ``two_d_array``.
@@ -331,6 +340,7 @@ class TextEmbedder(DocLinkMixin, TransformerMixin, BaseEstimator):
             float32 (a DataFrame with ``set_output(transform="pandas")``).
         """
         check_is_fitted(self)
+        self._check_params()  # as fit does; set_params may have changed them since
         texts = check_texts(X)
         _check_feature_names(self, X, reset=False)
         return cached_outputs(self.cache, self._output_fingerprint, texts, self._encode)

@@ -6,6 +6,7 @@ dtype, memory order or container) or *a clear error*: a ``ValueError`` or
 inside torch, never a silent result.
 """
 
+import copy
 import os
 import warnings
 
@@ -15,6 +16,7 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 import torch
+from sklearn.base import clone
 from sklearn.datasets import load_digits
 from sklearn.exceptions import NotFittedError
 from sklearn.linear_model import LogisticRegression, Ridge
@@ -548,3 +550,145 @@ def test_matrix_size():
     assert len(SAME) + len(ERROR) >= 20
     n_methods = len(_pairs())
     assert n_methods >= 12
+
+
+# -- parameters set after fit ---------------------------------------------------
+# set_params on a fitted estimator (in a notebook, by a search's refit tooling)
+# must be validated by every method that uses the parameters, with fit's error.
+
+
+def _runner_of(name, est):
+    """The estimator whose batch_size the calls of ``name`` use: its own, or an
+    ensemble's first member (a ModuleClassifier, a skorch regressor)."""
+    return est.estimators[0][1] if name.startswith("ensemble") else est
+
+
+@pytest.mark.parametrize("value", [0, -1, "x", 2.5, None])
+@pytest.mark.parametrize("name,method", _pairs())
+def test_batch_size_set_after_fit_is_a_clear_error(fitted, name, method, value):
+    X, _ = _data()
+    est = copy.deepcopy(fitted[name][0])  # the fixture's estimators stay as they are
+    expected = _call(est, method, X)
+    runner = _runner_of(name, est)
+    if name == "ensemble_regressor" and value in (-1, None):
+        # skorch's own meaning: all rows in one batch.
+        runner.set_params(batch_size=value)
+        np.testing.assert_allclose(_call(est, method, X), expected, rtol=1e-5, atol=1e-7)
+        return
+    runner.set_params(batch_size=value)
+    with pytest.raises(Exception, match="batch_size") as excinfo:
+        _call(est, method, X)
+    _assert_clear_error(excinfo)
+    # Set right again, the estimator gives its clean result again.
+    runner.set_params(batch_size=7)
+    result = _call(est, method, X)
+    if np.asarray(result).dtype.kind == "f":
+        np.testing.assert_allclose(result, expected, rtol=1e-5, atol=1e-7)
+    else:
+        np.testing.assert_array_equal(result, expected)
+
+
+def _other_members(est):
+    # Other member objects: the weights and class alignment fit learned were
+    # for the members it saw.
+    return [(n, copy.deepcopy(m)) for n, m in est.estimators]
+
+
+# name -> {case: params to set after fit}
+AFTER_FIT = {
+    "nt_proba": {"cache_int": {"cache": 3}, "frozen_str": {"frozen": "yes"},
+                 "n_jobs_str": {"n_jobs": "all"}},
+    "nt_trained": {"cache_int": {"cache": 3}, "cv_str": {"cv": "five"}},
+    "module_classifier": {"output_typo": {"output": "logit"},
+                          "module_none": {"module": None},
+                          "too_few_classes": {"classes": [0, 1, 2]}},
+    "merged_heads": {"calibration_typo": {"calibration": "temp"},
+                     "combiner_str": {"combiner": "lr"}},
+    "ensemble_classifier": {"voting_typo": {"voting": "sofft"},
+                            "weights_str": {"weights": "equal"},
+                            "estimators_not_a_list": {"estimators": "all"},
+                            "estimators_changed": {"estimators": _other_members},
+                            "estimators_fewer": {"estimators": lambda est: est.estimators[:1]}},
+    "ensemble_regressor": {"weights_str": {"weights": "equal"},
+                           "estimators_changed": {"estimators": _other_members}},
+}
+
+
+def _after_fit_cases():
+    for name, cases in AFTER_FIT.items():
+        for method in dict(NAMES_METHODS)[name]:
+            for case in cases:
+                yield pytest.param(name, method, case, id=f"{name}-{method}-{case}")
+
+
+@pytest.mark.parametrize("name,method,case", list(_after_fit_cases()))
+def test_params_set_after_fit_are_a_clear_error(fitted, name, method, case):
+    X, _ = _data()
+    est = copy.deepcopy(fitted[name][0])
+    params = {k: v(est) if callable(v) else v for k, v in AFTER_FIT[name][case].items()}
+    est.set_params(**params)
+    with pytest.raises(Exception) as excinfo:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            _call(est, method, X)
+    _assert_clear_error(excinfo)
+    assert any(key in str(excinfo.value) for key in [*params, "classes"])
+
+
+# -- diverged training ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("how", ["fit", "fit_transform", "fit_transform_cv_none"])
+def test_diverged_training_is_a_clear_error_at_fit(fitted, how):
+    # lr=1e20 trains the weights to NaN: the fit says so, naming the epoch,
+    # the loss and the fix, instead of a transform of NaN.
+    X, y = _data()
+    est = fitted["nt_trained"][2]().set_params(net__lr=1e20, cv="auto")
+    if how == "fit_transform_cv_none":
+        est.set_params(cv=None)
+    with pytest.raises(Exception, match=r"(?s)diverged at epoch \d.*nan.*lr=1e\+20.*"
+                                        r"GradientNormClipping") as excinfo:
+        getattr(est, "fit" if how == "fit" else "fit_transform")(X, y)
+    _assert_clear_error(excinfo)
+    with pytest.raises(NotFittedError):
+        est.transform(X)
+
+
+# -- texts ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def embedder():
+    pytest.importorskip("sentence_transformers")
+    from skchain import TextEmbedder
+
+    return TextEmbedder(cache=False).fit(["a text"])
+
+
+UNENCODABLE = {
+    "lone_high_surrogate": ["ok", "\ud800"],
+    "lone_low_surrogate": ["ok", "x \udfff y"],
+    "half_emoji": ["ok", "smile \ud83d"],
+    "surrogateescape": ["ok", b"caf\xe9".decode("utf-8", "surrogateescape")],
+    "bytes": ["ok", b"bytes"],
+    "none": ["ok", None],
+    "number": ["ok", 3],
+}
+
+
+@pytest.mark.parametrize("method", ["fit", "transform"])
+@pytest.mark.parametrize("kind", sorted(UNENCODABLE))
+def test_text_rows_the_tokenizer_cannot_take_are_a_clear_error(embedder, kind, method):
+    texts = UNENCODABLE[kind]
+    est = copy.deepcopy(embedder) if method == "transform" else clone(embedder)
+    with pytest.raises(Exception, match="(?i)row 1") as excinfo:
+        getattr(est, method)(texts)
+    _assert_clear_error(excinfo)
+
+
+@pytest.mark.parametrize("value", [0, -1, "x"])
+def test_text_batch_size_set_after_fit_is_a_clear_error(embedder, value):
+    est = copy.deepcopy(embedder).set_params(batch_size=value)
+    with pytest.raises(Exception, match="batch_size") as excinfo:
+        est.transform(["a text"])
+    _assert_clear_error(excinfo)

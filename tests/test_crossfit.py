@@ -282,3 +282,15 @@ def test_regression_stack_with_ridge():
     # but the stack must still run end to end and give a finite score.
     scores = cross_val_score(stack, X, y, cv=3)
     assert np.isfinite(scores).all()
+
+
+@pytest.mark.parametrize("n_jobs", [None, 2])
+def test_a_diverged_fold_net_is_an_error_at_fit_transform(noisy, n_jobs):
+    # Every fold's net and the net on all rows train through one routine that
+    # checks for divergence, also in joblib's worker processes.
+    X, y = noisy
+    net = make_classifier_net(n_classes=2, max_epochs=3, lr=1e20)
+    nt = NeuralTransformer(net, output="proba", cv=3, n_jobs=n_jobs, random_state=0)
+    with pytest.raises(ValueError, match=r"(?s)diverged at epoch \d.*GradientNormClipping"):
+        nt.fit_transform(X, y)
+    assert not hasattr(nt, "module_")

@@ -795,3 +795,25 @@ def test_estimators_only_of_scikit_learn_keep_their_own_input():
         both.predict_proba(frame)
     with pytest.raises(ValueError, match="NaN"):
         both.predict(X)
+
+
+def test_a_diverged_net_in_the_final_estimator_is_an_error_at_fit():
+    # The ensemble's final_estimator is fitted here: a net trained inside it
+    # goes through skchain's training, which stops a diverged one.
+    from sklearn.preprocessing import StandardScaler
+
+    from skchain import NeuralTransformer
+
+    X, y = load_digits(return_X_y=True)
+    X = X.astype(np.float32)
+    members = [
+        ("a", LogisticRegression(max_iter=200).fit(X[:300], y[:300])),
+        ("b", LogisticRegression(C=0.01, max_iter=200).fit(X[300:600], y[300:600])),
+    ]
+    net = make_classifier_net(n_classes=10, max_epochs=3, lr=1e20)
+    final = make_pipeline(StandardScaler(), NeuralTransformer(net, random_state=0),
+                          LogisticRegression())
+    ens = OutputEnsembleClassifier(members, final_estimator=final)
+    with pytest.raises(ValueError, match=r"(?s)diverged at epoch \d.*GradientNormClipping"):
+        ens.fit(X[600:900], y[600:900])
+    assert not hasattr(ens, "final_estimator_")

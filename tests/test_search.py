@@ -376,3 +376,24 @@ def test_clone_and_pickle(iris):
 def test_sklearn_compatible(estimator, check):
     # ChainRandomizedSearchCV shares all its code but the candidate sampling
     check(estimator)
+
+
+def test_a_diverged_candidate_fails_alone(iris):
+    # A training that diverges is a failed fit: error_score (nan, the default)
+    # keeps the search going with FitFailedWarning carrying the message, as
+    # GridSearchCV does; error_score="raise" raises it.
+    X, y = iris
+    net = make_classifier_net(n_classes=3, max_epochs=3)
+    pipe = make_pipeline(StandardScaler(), NeuralTransformer(net, random_state=0),
+                         LogisticRegression())
+    grid = {"neuraltransformer__net__lr": [0.05, 1e20]}
+    with pytest.warns(FitFailedWarning, match="(?s)3 fits failed.*diverged at epoch"):
+        ours = ChainSearchCV(pipe, grid, cv=CV).fit(X, y)
+    with pytest.warns(FitFailedWarning):
+        ref = GridSearchCV(pipe, grid, cv=CV).fit(X, y)
+    _assert_same_search(ours, ref)
+    scores = ours.cv_results_["mean_test_score"]
+    assert np.isfinite(scores[0]) and np.isnan(scores[1])
+    assert ours.best_params_ == {"neuraltransformer__net__lr": 0.05}
+    with pytest.raises(ValueError, match="diverged at epoch"):
+        ChainSearchCV(pipe, grid, cv=CV, error_score="raise").fit(X, y)

@@ -163,3 +163,29 @@ def test_fallback_trains_each_length(case, iris, trainings):
     assert_same_search(ours, ref)
     assert sorted(trained) == sorted([2, 4] * 3 * folds_per_fit)
     assert ours.prefix_fits_["nt"] == 3 * 2
+
+
+def test_a_shared_training_that_diverges_fails_only_the_longer_lengths(iris, trainings):
+    # 100 training rows per fold in batches of 64: 2 batches per epoch, so the
+    # net's outputs turn NaN from epoch 4 on (from epoch 3 in the refit on all
+    # 150 rows). A 2-epoch training alone never gets there: its candidates
+    # must score as in GridSearchCV, where they train on their own; the 4-
+    # and 6-epoch candidates fail.
+    from _diverging import DivergingMLP
+    from sklearn.exceptions import FitFailedWarning
+
+    X, y = iris
+    pipe = _pipe(3, module=DivergingMLP, module__nan_from=7)
+    grid = {"nt__net__max_epochs": EPOCHS, "lr__C": [0.1, 1.0]}
+    with pytest.warns(FitFailedWarning, match="(?s)12 fits failed.*diverged at epoch 4"):
+        ours = ChainSearchCV(pipe, grid, cv=CV).fit(X, y)
+    n_ours = len(trainings)
+    with pytest.warns(FitFailedWarning):
+        ref = GridSearchCV(pipe, grid, cv=CV).fit(X, y)
+    assert_same_search(ours, ref)
+    scores = ours.cv_results_["mean_test_score"]
+    short = np.asarray(ours.cv_results_["param_nt__net__max_epochs"]) == 2
+    assert np.isfinite(scores[short]).all() and np.isnan(scores[~short]).all()
+    # per fold: the shared 6-epoch training, then the 2-epoch length alone;
+    # then the refit of the best (2 epochs)
+    assert sorted(trainings[:n_ours]) == sorted([6, 2] * 3 + [2])

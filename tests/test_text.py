@@ -155,12 +155,38 @@ def test_accepts_common_text_containers(container, topics, embedded):
         (pd.DataFrame({"a": ["x"], "b": ["y"]}), ValueError, "one text column"),
         (np.array([["a", "b"]]), ValueError, "shape"),
         ([], ValueError, "0 texts"),
+        (["ok", "\ud800"], ValueError, r"Row 1 of X cannot be encoded as UTF-8.*position 0"),
+        (pd.Series(["ok", "caf\u00e9 \ud83d!"], dtype=object), ValueError,
+         r"Row 1 .*'\\ud83d' at position 5"),
+        (["ok", bytearray(b"x")], TypeError, r"row 1 is bytearray.*decode"),
     ],
-    ids=["string", "floats", "bytes", "none", "nan", "pd-na", "two-columns", "2d", "empty"],
+    ids=["string", "floats", "bytes", "none", "nan", "pd-na", "two-columns", "2d", "empty",
+         "lone-surrogate", "half-emoji", "bytearray"],
 )
 def test_bad_input_gets_a_clear_error(X, error, match):
     with pytest.raises(error, match=match):
         TextEmbedder().fit(X)
+
+
+def test_unencodable_texts_are_refused_in_transform_and_the_named_fix_works(topics):
+    texts, _ = topics
+    embedder = TextEmbedder(cache=False).fit(texts[:2])
+    bad = [texts[0], texts[1] + " \ud83d", texts[2]]
+    with pytest.raises(ValueError, match=r"(?s)Row 1 .*UTF-8.*ftfy.*encode\('utf-8', 'replace'\)"):
+        embedder.transform(bad)
+    with pytest.raises(ValueError, match="Row 1"):
+        TextEmbedder(cache=False).fit_transform(bad)
+    # The repair the message names: "?" in place of the lone surrogate, then
+    # the same embedding as that text written with "?".
+    repaired = [t.encode("utf-8", "replace").decode("utf-8") for t in bad]
+    assert repaired[1] == texts[1] + " ?"
+    np.testing.assert_allclose(
+        embedder.transform(repaired),
+        embedder.transform([texts[0], texts[1] + " ?", texts[2]]),
+        rtol=1e-5, atol=1e-6,
+    )
+    # A valid surrogate pair written as one code point is ordinary text.
+    assert np.isfinite(embedder.transform(["smile \U0001F600"])).all()
 
 
 def test_unknown_model_says_how_to_get_it():
@@ -411,3 +437,17 @@ def test_non_finite_embeddings_warn(topics, monkeypatch):
     monkeypatch.setattr(embedder.model_, "encode", broken)
     with pytest.warns(RuntimeWarning, match="TextEmbedder produced NaN or infinity in 1 of 5"):
         embedder.transform(texts)
+
+
+@pytest.mark.parametrize("params", [{"batch_size": 0}, {"batch_size": -1},
+                                    {"normalize": "yes"}, {"cache": 3}])
+def test_params_set_after_fit_are_validated_by_transform(params):
+    from sklearn.utils._param_validation import InvalidParameterError
+
+    embedder = TextEmbedder(cache=False).fit(["a text"])
+    expected = embedder.transform(["a text", "another"])
+    embedder.set_params(**params)
+    with pytest.raises(InvalidParameterError, match=f"'{next(iter(params))}' parameter"):
+        embedder.transform(["a text"])
+    embedder.set_params(batch_size=32, normalize=False, cache=False)
+    np.testing.assert_array_equal(embedder.transform(["a text", "another"]), expected)

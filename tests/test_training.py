@@ -372,3 +372,89 @@ def test_groups_reach_the_cross_fitting_splitter_from_searches(iris):
     np.testing.assert_array_equal(
         ref.cv_results_["mean_test_score"], ours.cv_results_["mean_test_score"]
     )
+
+
+# -- diverged trainings -------------------------------------------------------------------
+
+from _diverging import DivergingMLP  # noqa: E402
+from skorch import NeuralNetRegressor  # noqa: E402
+
+from skchain._testing import make_regressor_net  # noqa: E402
+from skchain._training import DivergedError  # noqa: E402
+
+# The fixes the message names.
+FIX = "(?s)Lower the learning rate.*GradientNormClipping"
+
+
+@pytest.mark.parametrize(
+    "how", ["fit", "fit_transform default cv", "fit_transform cv=None", "proba cv=None"]
+)
+def test_lr_1e20_is_an_error_at_fit_naming_epoch_loss_and_fix(iris, how):
+    X, y = iris
+    net = make_classifier_net(n_classes=3, max_epochs=4, lr=1e20)
+    nt = NeuralTransformer(net, random_state=0,
+                           **({"cv": None} if "None" in how else {}),
+                           **({"output": "proba"} if "proba" in how else {}))
+    method = "fit" if how == "fit" else "fit_transform"
+    with pytest.raises(ValueError, match=r"diverged at epoch \d: the (training loss is nan|"
+                                         r"weights .* hold NaN)") as excinfo:
+        getattr(nt, method)(X, y)
+    assert "now lr=1e+20" in str(excinfo.value)
+    assert excinfo.match(FIX)
+    # A failed fit leaves nothing fitted.
+    assert not hasattr(nt, "module_") and not hasattr(nt, "n_features_in_")
+
+
+@pytest.mark.parametrize("nan_from, epoch", [(1, 1), (5, 2), (6, 2), (7, 3)])
+def test_the_first_diverged_epoch_is_named_and_training_stops_there(iris, nan_from, epoch):
+    X, y = iris
+    # 150 rows in batches of 64: 3 batches per epoch.
+    net = make_classifier_net(n_classes=3, max_epochs=6, module=DivergingMLP,
+                              module__nan_from=nan_from)
+    nt = NeuralTransformer(net, cv=None, random_state=0)
+    batch = (nan_from - 1) % 3 + 1
+    with pytest.raises(DivergedError, match=rf"diverged at epoch {epoch}: the training loss "
+                                            rf"is nan \(first at batch {batch} of the epoch\)"
+                       ) as excinfo:
+        nt.fit(X, y)
+    assert excinfo.value.epoch == epoch
+
+
+def test_non_finite_weights_with_a_finite_loss_are_caught(iris):
+    X, y = iris
+
+    class PoisonWeights(Callback):
+        def on_epoch_end(self, net, **kwargs):
+            if len(net.history) == 2:
+                with torch.no_grad():
+                    net.module_.head.bias[0] = float("inf")
+
+    net = make_classifier_net(n_classes=3, max_epochs=4, callbacks=[PoisonWeights()])
+    with pytest.raises(DivergedError, match=r"epoch 2: the weights 'head\.bias' hold"):
+        NeuralTransformer(net, cv=None, random_state=0).fit(X, y)
+
+
+def test_divergence_is_caught_without_the_default_callbacks(iris):
+    # callbacks="disable": no epoch-level train_loss, the batches' losses tell.
+    X, y = iris
+    net = make_classifier_net(n_classes=3, max_epochs=4, module=DivergingMLP,
+                              module__nan_from=4, callbacks="disable")
+    with pytest.raises(DivergedError, match=r"epoch 2: the training loss is nan \(first at "
+                                            r"batch 1"):
+        NeuralTransformer(net, cv=None, random_state=0).fit(X, y)
+
+
+def test_diverged_regressor_is_an_error(iris):
+    X, y = iris
+    net = make_regressor_net(lr=1e20, max_epochs=5, optimizer=torch.optim.SGD)
+    with pytest.raises(DivergedError, match="NeuralNetRegressor diverged at epoch"):
+        NeuralTransformer(net, random_state=0).fit(X, y.astype(np.float32))
+    assert isinstance(net, NeuralNetRegressor)
+
+
+def test_a_finite_training_keeps_only_its_own_callbacks(iris):
+    X, y = iris
+    nt = NeuralTransformer(make_classifier_net(n_classes=3), cv=None, random_state=0).fit(X, y)
+    names = [name for name, _ in nt.net_.callbacks_]
+    assert names and not any(name.startswith("skchain") for name in names)
+    assert np.isfinite(nt.transform(X)).all()

@@ -380,17 +380,20 @@ class Served(nn.Module):
 
 def _neural_parts(est):
     """(module, layers, layer_inputs, postprocess) of a fitted NeuralTransformer."""
+    est._check_params()  # as its transform does
     plan = est._plan
     return est.module_, plan.layers, plan.layer_inputs, plan.postprocess
 
 
 def _module_classifier_parts(est):
     """(module, is_logits, classes) of a ModuleClassifier."""
+    est._check_params()  # as its predict does
     return est.module, est.output == "logits", est.classes_
 
 
 def _merged_heads_parts(est):
     """(merged module giving logits or None when the combiner cannot live in it, classes)."""
+    est._check_params()  # as its predict does
     merged = est.merged_
     if est.calibration == "combiner" and merged.combiner is None:
         return None, est.classes_
@@ -399,6 +402,7 @@ def _merged_heads_parts(est):
 
 def _ensemble_parts(est):
     """(members, column positions per member, weights, final estimator) of a fitted ensemble."""
+    est._check_use()  # as its predict does
     columns = getattr(est, "_columns_", None)
     return [e for _, e in est.estimators], columns, est.weights_, est.final_estimator_
 

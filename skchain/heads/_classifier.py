@@ -13,6 +13,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_consistent_length, check_is_fitted, column_or_1d
 from torch import nn
 
+from .._params import ParamsChecked
 from .._repr import DocLinkMixin
 from .._inputs import VALIDATION_ATTRIBUTES, check_rows, module_refuses
 from .._runner import (
@@ -31,7 +32,7 @@ from ._merge import merge_heads
 __all__ = ["MergedHeadsClassifier"]
 
 
-class MergedHeadsClassifier(DocLinkMixin, ClassifierMixin, BaseEstimator):
+class MergedHeadsClassifier(ParamsChecked, DocLinkMixin, ClassifierMixin, BaseEstimator):
     """One calibrated classifier from heads that share a frozen backbone.
 
     ``fit`` merges the heads (:func:`merge_heads`), computes the heads' outputs
@@ -325,6 +326,7 @@ class MergedHeadsClassifier(DocLinkMixin, ClassifierMixin, BaseEstimator):
             float64; each row sums to one (within 1e-12).
         """
         check_is_fitted(self)
+        self._check_params()  # as fit does; set_params may have changed them since
         X = check_rows(self, X, reset=False)
         merged = self.merged_
         who = type(self).__name__

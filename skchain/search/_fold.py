@@ -24,6 +24,7 @@ from traceback import format_exc
 from sklearn.base import clone
 
 from .._sklearn_compat import _check_method_params, _safe_split, _score, scorer_dict
+from .._training import DivergedError
 from ._epochs import fit_epochs
 from ._prefix_tree import group_by_prefix
 from ._step_params import fold_step_params
@@ -232,6 +233,19 @@ def _fit_epochs_node(candidates, depth, data, out, ctx, counts):
     start = time.time()
     try:
         fitted, fit_time = fit_epochs(steps, fit, data.X_fit)
+    except DivergedError as exc:
+        if ctx.error_score == "raise":
+            raise
+        # The lengths that end before the shared training diverged would not
+        # have diverged on their own: each trains alone, as in GridSearchCV.
+        error, fit_time = format_exc(), time.time() - start
+        diverged = [c for epochs, group in by_length.items() if epochs >= exc.epoch
+                    for c in group]
+        _fail(diverged, out, ctx, fit_time, 0.0, error)
+        for epochs, group in by_length.items():
+            if epochs < exc.epoch:
+                _fit_node(group, depth, data, out, ctx, counts)
+        return
     except Exception:
         if ctx.error_score == "raise":
             raise
