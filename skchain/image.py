@@ -527,6 +527,37 @@ class _Batches(torch.utils.data.Dataset):
         return out
 
 
+def _image_size(item):
+    """(width, height) of an image, from a file's header (no decoding)."""
+    if isinstance(item, np.ndarray):
+        return item.shape[1], item.shape[0]
+    if not isinstance(item, str):
+        return item.size
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(item) as image:
+            return image.size
+    except UnidentifiedImageError:
+        return _open(item).size  # raises its error naming the file
+    except OSError as exc:
+        raise ValueError(f"Cannot read image file {item!r}: {exc}.") from None
+
+
+def _check_sizes(items, shape):
+    """Without resizing, every image must have the first one's size."""
+    expected = (shape[2], shape[1])
+    for row, item in enumerate(items):
+        size = _image_size(item)
+        if tuple(size) != expected:
+            raise ValueError(
+                f"Image {_describe(item, row)} is {size[0]}x{size[1]} (width x height) "
+                f"but the first image is {expected[0]}x{expected[1]}, and image_size=None "
+                "does not resize. Set image_size (e.g. image_size=224) to resize every "
+                "image to one size."
+            )
+
+
 def _size_message(item, row, got, expected, prep):
     where = _describe(item, row)
     if prep.preprocess is not None:
@@ -807,12 +838,13 @@ class ImageEmbedder(DocLinkMixin, TransformerMixin, BaseEstimator):
         model, digest = self._load()
         prep = self._resolve_preprocessing(model)
         plan = self._plan(model)
-        shape = None
         if prep.preprocess is not None or prep.size is None:
             # The first image decides the input shape that all others must have.
             first = items[0]
             image = _open(first) if isinstance(first, str) else first
             shape = prep.pixels(image).shape
+            if prep.preprocess is None:
+                _check_sizes(items, shape)
         else:
             shape = (prep.channels, *prep.size)
         self.model_ = model
