@@ -820,7 +820,10 @@ class ImageEmbedder(DocLinkMixin, TransformerMixin, BaseEstimator):
         """Load the model, settle the preprocessing and check ``X``.
 
         Nothing is learned from the images; the first one is embedded (through
-        the cache) to learn the output's width.
+        the cache) to learn the output's width. What needs no decoding is
+        checked for every image (types, files that exist, pixel arrays and,
+        without resizing, every image's size); a corrupt file is found when
+        ``transform`` decodes it.
 
         Parameters
         ----------
