@@ -238,7 +238,8 @@ def _pil(image, mode):
     if isinstance(image, np.ndarray):
         channels = image.shape[2]
         array = image[:, :, 0] if channels == 1 else image
-        image = Image.fromarray(np.ascontiguousarray(array), {1: "L", 3: "RGB", 4: "RGBA"}[channels])
+        modes = {1: "L", 3: "RGB", 4: "RGBA"}
+        image = Image.fromarray(np.ascontiguousarray(array), modes[channels])
     if image.mode != mode:
         # Grey to RGB repeats the channel, RGBA and palette images lose their
         # alpha, RGB to grey is ITU-R 601 luma: what Pillow's convert does,
