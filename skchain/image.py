@@ -38,7 +38,15 @@ from torch import nn
 from ._cache import CACHE_CONSTRAINT, cached_outputs, callable_id, model_fingerprint, weights_digest
 from ._outputs import describe_net, feature_names, plan_output
 from ._repr import DocLinkMixin
-from ._runner import check_finite_output, module_device, resolve_device, run_module
+from ._runner import (
+    check_finite_output,
+    eval_mode,
+    forward_captured,
+    module_device,
+    module_lock,
+    resolve_device,
+    run_module,
+)
 from ._sklearn_compat import (
     Interval,
     StrOptions,
@@ -52,6 +60,8 @@ __all__ = ["ImageEmbedder"]
 DEFAULT_MODEL = "efficientnet-lite0"
 _MAX_MODELS = 4
 _IMAGE_SUFFIXES = "a list of image file paths, PIL images or arrays"
+_FITTED = ("model_", "_loaded_digest", "_prep", "_output_plan", "input_shape_",
+           "preprocessing_", "n_features_in_", "embedding_dim_", "_feature_names_out")
 
 # EfficientNet-Lite's own evaluation preprocessing (TensorFlow's
 # efficientnet/lite/efficientnet_lite_builder.py and preprocessing.py, which
@@ -851,7 +861,18 @@ class ImageEmbedder(DocLinkMixin, TransformerMixin, BaseEstimator):
                 _check_sizes(items, shape)
         else:
             shape = (prep.channels, *prep.size)
+        for attr in _FITTED:  # a failed fit leaves no half-fitted embedder
+            vars(self).pop(attr, None)
         self.model_ = model
+        try:
+            self._fit_rest(items, model, digest, prep, plan, shape)
+        except BaseException:
+            for attr in _FITTED:
+                vars(self).pop(attr, None)
+            raise
+        return self
+
+    def _fit_rest(self, items, model, digest, prep, plan, shape):
         self._loaded_digest = digest
         self._prep = prep
         self._output_plan = plan
@@ -861,24 +882,24 @@ class ImageEmbedder(DocLinkMixin, TransformerMixin, BaseEstimator):
         try:
             head = self._embed_items(items[:1])
         except RuntimeError as exc:
-            del self.model_
             raise ValueError(
                 f"The model failed on a preprocessed image batch of shape (1, "
                 f"{', '.join(map(str, self.input_shape_))}): {exc}. Check mode (its "
                 "channels), image_size and that the model takes (n, C, H, W) input."
             ) from exc
-        info = describe_net(model)
-        if plan.layers and plan.keyword is None:
-            widths = [self._width(items[:1], name) for name in plan.layers]
+        if plan.layers and plan.keyword is None and len(plan.layers) > 1:
+            widths = self._widths(items[:1], plan.layers)
         else:
             widths = [head.shape[1]]
         self.embedding_dim_ = int(head.shape[1])
-        self._feature_names_out = feature_names(plan, info, widths)
-        return self
+        self._feature_names_out = feature_names(plan, describe_net(model), widths)
 
-    def _width(self, items, name):
-        batch = _Batches(items, [0], 1, self._prep, self.input_shape_).decode([0])
-        return run_module(self.model_, batch, layers=[name]).shape[1]
+    def _widths(self, items, names):
+        """Width of each of several captured layers (for their feature names)."""
+        batch = torch.from_numpy(_Batches(items, [0], 1, self._prep, self.input_shape_).decode([0]))
+        with module_lock(self.model_), torch.inference_mode(), eval_mode(self.model_):
+            parts = forward_captured(self.model_, batch.to(module_device(self.model_)), names)
+        return [int(np.prod(p.shape[1:])) for p in parts]
 
     def _load(self):
         device = None if self.device is None else resolve_device(self.device)

@@ -340,6 +340,30 @@ def test_named_layers_and_feature_names(photos):
     assert ImageEmbedder(headless, output="auto").fit(photos).embedding_dim_ == 4
 
 
+def test_hugging_face_vision_model_by_layer(photos):
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    config = transformers.ViTConfig(
+        image_size=32, patch_size=8, hidden_size=16, num_hidden_layers=1,
+        num_attention_heads=2, intermediate_size=24,
+    )
+    vit = transformers.ViTModel(config).eval()
+    embedder = ImageEmbedder(
+        vit, output="pooler", image_size=32, mean=0.5, std=0.5, cache=False
+    ).fit(photos)
+    assert embedder.embedding_dim_ == 16
+    x = np.stack([_by_hand(p, (32, 32), 1.0, 0.5, 0.5) for p in photos])
+    with torch.no_grad():
+        expected = vit(torch.from_numpy(x)).pooler_output.numpy()
+    np.testing.assert_allclose(embedder.transform(photos), expected, rtol=1e-4, atol=1e-5)
+    # Its final output is a ModelOutput, not a tensor: a clear error, not a guess.
+    failed = ImageEmbedder(vit, output="auto", image_size=32)
+    with pytest.raises(TypeError, match="not a tensor"):
+        failed.fit(photos)
+    with pytest.raises(NotFittedError):  # nothing half-fitted is left
+        failed.transform(photos)
+
+
 # -- streaming, workers, caching --------------------------------------------------------
 
 
