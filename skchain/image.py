@@ -222,7 +222,9 @@ class _Preprocessing:
         if self.size is None:
             return image.astype(np.float32, copy=False)
         channels = [
-            np.asarray(self.resized(Image.fromarray(image[:, :, c].astype(np.float32), "F")))
+            # float32 (H, W): Pillow infers mode "F".
+            np.asarray(self.resized(Image.fromarray(np.ascontiguousarray(image[:, :, c],
+                                                                         dtype=np.float32))))
             for c in range(image.shape[2])
         ]
         return np.stack(channels, axis=2)
@@ -246,10 +248,9 @@ def _pil(image, mode):
     from PIL import Image
 
     if isinstance(image, np.ndarray):
-        channels = image.shape[2]
-        array = image[:, :, 0] if channels == 1 else image
-        modes = {1: "L", 3: "RGB", 4: "RGBA"}
-        image = Image.fromarray(np.ascontiguousarray(array), modes[channels])
+        array = image[:, :, 0] if image.shape[2] == 1 else image
+        # uint8 (H, W), (H, W, 3), (H, W, 4): Pillow infers L, RGB, RGBA.
+        image = Image.fromarray(np.ascontiguousarray(array))
     if image.mode != mode:
         # Grey to RGB repeats the channel, RGBA and palette images lose their
         # alpha, RGB to grey is ITU-R 601 luma: what Pillow's convert does,
