@@ -6,6 +6,7 @@ from .ensemble import ModuleClassifier, OutputEnsembleClassifier, OutputEnsemble
 from .export import to_onnx, to_torch
 from .heads import MergedHeadsClassifier, merge_heads
 from .search import ChainRandomizedSearchCV, ChainSearchCV
+from .image import ImageEmbedder
 from .text import TextEmbedder
 
 __version__ = "0.1.0"
@@ -13,6 +14,7 @@ __version__ = "0.1.0"
 __all__ = [
     "ChainRandomizedSearchCV",
     "ChainSearchCV",
+    "ImageEmbedder",
     "MergedHeadsClassifier",
     "ModuleClassifier",
     "NeuralTransformer",

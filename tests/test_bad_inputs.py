@@ -692,3 +692,163 @@ def test_text_batch_size_set_after_fit_is_a_clear_error(embedder, value):
     with pytest.raises(Exception, match="batch_size") as excinfo:
         est.transform(["a text"])
     _assert_clear_error(excinfo)
+
+
+# -- ImageEmbedder: images in -------------------------------------------------------
+# Its input is images, not a table: files, PIL images and pixel arrays. Each
+# "same" kind must give the rows of the uint8 (n, H, W, C) array; each error
+# kind a clear error naming the file or row.
+
+
+def _image_net():
+    torch.manual_seed(4)
+    return nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten(),
+        nn.Linear(16, 3),
+    )
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    pytest.importorskip("PIL")
+    from PIL import Image
+
+    rng = np.random.RandomState(0)
+    pixels = rng.randint(0, 256, size=(6, 12, 10, 3)).astype(np.uint8)
+    folder = tmp_path_factory.mktemp("images")
+    paths = []
+    for i, p in enumerate(pixels):
+        paths.append(str(folder / f"img_{i}.png"))
+        Image.fromarray(p).save(paths[-1])
+    png = open(paths[0], "rb").read()
+    (folder / "cut.png").write_bytes(png[: len(png) // 2])
+    (folder / "readme.txt").write_text("plain text")
+    Image.fromarray(pixels[0, :, :5]).save(folder / "narrow.png")
+    Image.fromarray(pixels[0, :, :, 0]).save(folder / "grey.png")
+    return pixels, paths, folder
+
+
+def _image_same(pixels, paths):
+    from PIL import Image
+
+    strided = np.zeros((6, 12, 20, 3), np.uint8)
+    strided[:, :, ::2] = pixels
+    return {
+        "files": paths,
+        "pathlib": [__import__("pathlib").Path(p) for p in paths],
+        "pil": [Image.open(p) for p in paths],
+        "uint8_channels_first": np.ascontiguousarray(pixels.transpose(0, 3, 1, 2)),
+        "list_of_arrays": list(pixels),
+        "tuple_of_arrays": tuple(pixels),
+        "series_of_paths": pd.Series(paths),
+        "frame_of_paths": pd.DataFrame({"image": paths}),
+        "object_array": np.asarray(paths, dtype=object),
+        "str_array": np.asarray(paths),
+        "readonly": _readonly(pixels),
+        "fortran": np.asfortranarray(pixels),
+        "strided_view": strided[:, :, ::2],
+        "float_unit": pixels / 255.0,
+        "float32_unit": (pixels / 255.0).astype(np.float32),
+        "one_image": pixels[:1],
+    }
+
+
+def _image_errors(pixels, paths, folder):
+    from PIL import Image
+
+    nan = pixels / 255.0
+    nan[2, 3, 4, 1] = np.nan
+    inf = pixels / 255.0
+    inf[1, 0, 0, 0] = np.inf
+    return {
+        "missing_file": paths[:2] + [str(folder / "missing.png")],
+        "truncated_file": paths[:2] + [str(folder / "cut.png")],
+        "text_file": [str(folder / "readme.txt")] + paths[:2],
+        "folder": [str(folder)],
+        "mixed_sizes": paths[:2] + [str(folder / "narrow.png")],
+        "nan": nan,
+        "inf": inf,
+        "float_0_255": pixels.astype(np.float32),
+        "negative_floats": pixels / 255.0 - 0.5,
+        "int64": pixels.astype(np.int64),
+        "int8": pixels.astype(np.int8),
+        "bool": pixels > 100,
+        "complex": pixels.astype(np.complex128),
+        "empty_list": [],
+        "zero_images": pixels[:0],
+        "table": pixels.reshape(6, -1).astype(np.float64),
+        "one_d_numbers": np.arange(6.0),
+        "five_d": pixels[:, None],
+        "no_channel_axis": np.zeros((2, 6, 7, 8), np.uint8),
+        "ambiguous_layout": np.zeros((2, 3, 5, 3), np.uint8),
+        "single_path": paths[0],
+        "single_pil": Image.open(paths[0]),
+        "number_in_list": paths[:1] + [1.5],
+        "none_in_list": [None] + paths[:1],
+        "bytes_in_list": [b"img.png"],
+        "two_columns": pd.DataFrame({"a": paths, "b": paths}),
+        "scalar": 3.0,
+        "none": None,
+    }
+
+
+_IMAGE_SAME = [
+    "files", "pathlib", "pil", "uint8_channels_first", "list_of_arrays", "tuple_of_arrays",
+    "series_of_paths", "frame_of_paths", "object_array", "str_array", "readonly", "fortran",
+    "strided_view", "float_unit", "float32_unit", "one_image",
+]
+_IMAGE_ERRORS = [
+    "missing_file", "truncated_file", "text_file", "folder", "mixed_sizes", "nan", "inf",
+    "float_0_255", "negative_floats", "int64", "int8", "bool", "complex", "empty_list",
+    "zero_images", "table", "one_d_numbers", "five_d", "no_channel_axis", "ambiguous_layout",
+    "single_path", "single_pil", "number_in_list", "none_in_list", "bytes_in_list",
+    "two_columns", "scalar", "none",
+]
+
+
+@pytest.mark.parametrize("kind", _IMAGE_SAME)
+def test_image_embedder_valid_input_gives_the_clean_result(images, kind):
+    from skchain import ImageEmbedder
+
+    pixels, paths, _ = images
+    embedder = ImageEmbedder(_image_net(), cache=False).fit(pixels)
+    expected = embedder.transform(pixels)
+    X = _image_same(pixels, paths)[kind]
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="X has feature names")
+        result = embedder.transform(X)
+    n = len(result)
+    assert result.dtype == np.float32 and result.shape == (n, 4 * 4)
+    np.testing.assert_allclose(result, expected[:n], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("method", ["fit_transform", "transform"])
+@pytest.mark.parametrize("kind", _IMAGE_ERRORS)
+def test_image_embedder_invalid_input_is_a_clear_error(images, kind, method):
+    from skchain import ImageEmbedder
+
+    pixels, paths, folder = images
+    X = _image_errors(pixels, paths, folder)[kind]
+    with pytest.raises(Exception) as excinfo:
+        if method == "fit_transform":
+            # (fit alone checks what needs no decoding: a corrupt file that is
+            # not the first is found when decoded.)
+            ImageEmbedder(_image_net(), cache=False).fit_transform(X)
+        else:
+            # With the cache, files are hashed before anything is decoded.
+            ImageEmbedder(_image_net(), cache=True).fit(paths).transform(X)
+    _assert_clear_error(excinfo)
+    message = str(excinfo.value)
+    if kind.endswith("_file") or kind == "mixed_sizes":
+        assert str(folder) in message  # names the file
+
+
+def test_image_embedder_converts_grey_files_to_rgb(images):
+    from skchain import ImageEmbedder
+
+    pixels, paths, folder = images
+    embedder = ImageEmbedder(_image_net(), cache=False).fit(pixels)
+    grey = embedder.transform([str(folder / "grey.png")])
+    np.testing.assert_allclose(
+        grey, embedder.transform(np.repeat(pixels[:1, :, :, :1], 3, axis=3)), atol=1e-6
+    )
