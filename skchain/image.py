@@ -36,12 +36,13 @@ from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
 from ._cache import CACHE_CONSTRAINT, cached_outputs, callable_id, model_fingerprint, weights_digest
+from ._capture import forward_captured
+from ._params import ParamsChecked
 from ._outputs import describe_net, feature_names, plan_output
 from ._repr import DocLinkMixin
 from ._runner import (
     check_finite_output,
     eval_mode,
-    forward_captured,
     module_device,
     module_lock,
     resolve_device,
@@ -606,7 +607,7 @@ def _workers(n_jobs):
 # -- the estimator ------------------------------------------------------------------
 
 
-class ImageEmbedder(DocLinkMixin, TransformerMixin, BaseEstimator):
+class ImageEmbedder(ParamsChecked, DocLinkMixin, TransformerMixin, BaseEstimator):
     """Embed images with a pretrained image model.
 
     Images in -- file paths, PIL images, or uint8/float arrays -- and a float32
@@ -1004,6 +1005,7 @@ class ImageEmbedder(DocLinkMixin, TransformerMixin, BaseEstimator):
             float32 (a DataFrame with ``set_output(transform="pandas")``).
         """
         check_is_fitted(self)
+        self._check_params()  # as fit does; set_params may have changed them since
         items = _check_images(X, self.layout)
         _check_feature_names(self, X, reset=False)
         out = self._embed_items(items)

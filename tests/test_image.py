@@ -22,7 +22,7 @@ from torch import nn
 PIL = pytest.importorskip("PIL")
 from PIL import Image  # noqa: E402
 
-from skchain import ImageEmbedder, _cache, image  # noqa: E402
+from skchain import ImageEmbedder, _cache, _disk, image  # noqa: E402
 from skchain._cache import _MemoryStore  # noqa: E402
 
 ATOL = 1e-5
@@ -31,7 +31,7 @@ ATOL = 1e-5
 @pytest.fixture(autouse=True)
 def fresh_process_cache(monkeypatch):
     monkeypatch.setattr(_cache, "_MEMORY", _MemoryStore())
-    monkeypatch.setattr(_cache, "_DISKS", {})
+    monkeypatch.setattr(_disk, "_DISKS", {})
 
 
 def tiny(channels=3, seed=0, width=4):
