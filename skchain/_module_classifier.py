@@ -8,9 +8,9 @@ import torch
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import column_or_1d
-from torch import nn
 
 from ._members import fit_or_restore, run_torch
+from ._models import MODEL_CONSTRAINT, as_module
 from ._repr import DocLinkMixin
 from ._inputs import check_rows
 from ._runner import normalize_proba, to_proba
@@ -96,7 +96,7 @@ class ModuleClassifier(DocLinkMixin, ClassifierMixin, BaseEstimator):
     """
 
     _parameter_constraints: dict = {
-        "module": [nn.Module],
+        "module": MODEL_CONSTRAINT,
         "classes": ["array-like"],
         "output": [StrOptions({"logits", "proba"})],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
@@ -173,7 +173,7 @@ class ModuleClassifier(DocLinkMixin, ClassifierMixin, BaseEstimator):
             return to_proba(t) if self.output == "logits" else _as_float64(t)
 
         proba = run_torch(
-            self.module,
+            as_module(self.module, "module"),
             X32,
             f"{who}'s module",
             batch_size=self.batch_size,

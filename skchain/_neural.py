@@ -22,6 +22,7 @@ from ._crossfit import check_splits, cross_fit, resolve_cv
 from ._outputs import describe_net, feature_names, net_kind, plan_output, target_aligned
 from ._repr import DocLinkMixin
 from ._inputs import VALIDATION_ATTRIBUTES, check_rows, check_rows_deferred
+from ._models import MODEL_CONSTRAINT, as_module, check_trainable, is_pretrained_model
 from ._runner import (
     check_finite_output,
     eval_mode,
@@ -217,7 +218,7 @@ class NeuralTransformer(DocLinkMixin, TransformerMixin, BaseEstimator):
     """
 
     _parameter_constraints: dict = {
-        "net": [nn.Module, HasMethods(["initialize", "partial_fit", "get_params"])],
+        "net": [*MODEL_CONSTRAINT, HasMethods(["initialize", "partial_fit", "get_params"])],
         "output": [str, list, tuple],
         "frozen": ["boolean"],
         "device": [StrOptions({"auto", "cpu", "cuda"}), str, torch.device, None],
@@ -257,7 +258,7 @@ class NeuralTransformer(DocLinkMixin, TransformerMixin, BaseEstimator):
     def _uses_pretrained(self):
         # Only a real bool counts: get_params runs on unvalidated parameters.
         frozen = isinstance(self.frozen, (bool, np.bool_)) and bool(self.frozen)
-        return isinstance(self.net, nn.Module) or frozen
+        return is_pretrained_model(self.net) or frozen
 
     def _net_kind(self):
         return net_kind(self.net)
@@ -534,8 +535,8 @@ class NeuralTransformer(DocLinkMixin, TransformerMixin, BaseEstimator):
     def _pretrained(self, X):
         """The module to run for a net used as it is: the user's own object,
         or one copy of it when running it as asked would change it."""
-        if isinstance(self.net, nn.Module):
-            net_, source = None, self.net
+        if is_pretrained_model(self.net):
+            net_, source = None, as_module(self.net)
         else:
             if not getattr(self.net, "initialized_", False):
                 raise ValueError(
@@ -561,7 +562,7 @@ class NeuralTransformer(DocLinkMixin, TransformerMixin, BaseEstimator):
                 seed = draw_seed(self.random_state)
                 with TRAINING_LOCK, seeded(0 if seed is None else seed):
                     _materialize(module_, X)
-        info = describe_net(self.net, module=module_)
+        info = describe_net(source if net_ is None else net_, module=module_)
         return net_, module_, info
 
     def _encode_target(self, y, n_samples, classes=None):
@@ -627,6 +628,7 @@ class NeuralTransformer(DocLinkMixin, TransformerMixin, BaseEstimator):
         return net
 
     def _train(self, X, y, fit_params, seed, classes=None, sample_weight=None):
+        check_trainable(self.net.module, f"{type(self.net).__name__}(module=...)")
         y_enc, classes = self._encode_target(y, X.shape[0], classes)
         net = self._training_net(classes)
         check = functools.partial(self._check_output_fits_target, X=X, y=y_enc,

@@ -44,6 +44,7 @@ from torch import nn
 
 from .._neural import NeuralTransformer
 from .._capture import CutAt, _first_tensor
+from .._models import as_module
 from .._runner import module_lock
 from ..ensemble import ModuleClassifier, OutputEnsembleClassifier, OutputEnsembleRegressor
 from ..heads import MergedHeadsClassifier
@@ -382,7 +383,7 @@ def _neural_parts(est):
 
 def _module_classifier_parts(est):
     """(module, is_logits, classes) of a ModuleClassifier."""
-    return est.module, est.output == "logits", est.classes_
+    return as_module(est.module, "module"), est.output == "logits", est.classes_
 
 
 def _merged_heads_parts(est):
