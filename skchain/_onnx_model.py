@@ -176,7 +176,11 @@ class OnnxModel(nn.Module):
             ) from None
         self.source = source
         self.providers = list(providers) if providers is not None else ["CPUExecutionProvider"]
-        self.digest = hashlib.blake2b(data, digest_size=16).hexdigest()
+        # Of the parsed model, so that a file and the ModelProto read from it
+        # (or the same model saved elsewhere) give one digest.
+        self.digest = hashlib.blake2b(
+            proto.SerializeToString(deterministic=True), digest_size=16
+        ).hexdigest()
         self._bytes = data
         self._setup(proto, output)
 
@@ -340,8 +344,13 @@ class OnnxModel(nn.Module):
         self._reset_runtime()
 
     def extra_repr(self):
+        # What decides the outputs (the cache's fingerprint reads it), not
+        # where the model was read from.
         out = f", output={self.output!r}" if self.output is not None else ""
-        return f"{self.source!r}{out}, providers={self.providers!r}, digest={self.digest!r}"
+        shape = "(" + ", ".join(str(d) if isinstance(d, int) else "n"
+                                for d in self.input_shape) + ")"
+        return (f"input={self.input_name!r} {shape}, outputs={self.output_names!r}{out}, "
+                f"providers={self.providers!r}, digest={self.digest!r}")
 
 
 class OnnxNaming(LayerNaming):
