@@ -255,3 +255,48 @@ def test_fixed_batch_size_is_named(data, net, tmp_path):
     np.testing.assert_allclose(one.transform(X[:3]), torch_out(net, X[:3]), atol=1e-4)
     with pytest.raises(ValueError, match="fixed batch size of 1.*batch_size=1"):
         NeuralTransformer(path).fit(X)
+
+
+def _run_onnx(model, X):
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(model.SerializeToString(),
+                                   providers=["CPUExecutionProvider"])
+    return session.run(None, {session.get_inputs()[0].name: X})
+
+
+def test_to_onnx_embeds_the_members_graph(data, net, tmp_path):
+    from skchain import to_onnx
+
+    X, y = data
+    # An older opset than the chain's: the member's nodes are converted.
+    path = tmp_path / "opset17.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net, (torch.zeros(1, 1, 8, 8),), str(path), dynamo=False,
+                          opset_version=17, input_names=["images"],
+                          output_names=["logits"], dynamic_axes={"images": {0: "n"}})
+    gemm = next(n for n in OnnxModel(path).value_names if "fc1" in n)
+    for output in (gemm, "embedding", "proba", [gemm, "logits"]):
+        pipe = make_pipeline(NeuralTransformer(path, output=output), PCA(8),
+                             LogisticRegression(max_iter=1000)).fit(X[:400], y[:400])
+        label, proba = _run_onnx(to_onnx(pipe, X[:1]), X[400:500])
+        np.testing.assert_allclose(proba, pipe.predict_proba(X[400:500]), atol=1e-5)
+        np.testing.assert_array_equal(label, pipe.predict(X[400:500]))
+    classes = np.arange(10)
+    ens = OutputEnsembleClassifier(
+        [("onnx", ModuleClassifier(path, classes)), ("torch", ModuleClassifier(net, classes))],
+        weights="learn",
+    ).fit(X[400:700], y[400:700])
+    _, proba = _run_onnx(to_onnx(ens, X[:1]), X[700:800])
+    np.testing.assert_allclose(proba, ens.predict_proba(X[700:800]), atol=1e-5)
+
+
+def test_to_onnx_refuses_an_onnx_model_inside_torch_layers(data, onnx_path):
+    from skchain import to_onnx
+
+    X, _ = data
+    inside = nn.Sequential(OnnxModel(onnx_path), nn.Softmax(dim=1))
+    nt = NeuralTransformer(inside).fit(X)
+    with pytest.raises(ValueError, match="cannot export a torch module that runs an ONNX"):
+        to_onnx(nt, X[:1])
