@@ -25,7 +25,6 @@ from .._onnx_model import OnnxModel
 from ._torch import (
     HeadColumns,
     NetOutput,
-    Softmax,
     _convert,
     _ensemble_parts,
     _merged_heads_parts,
@@ -162,6 +161,51 @@ def onnx_graph_types():
     return (AttributeProto.GRAPH, AttributeProto.GRAPHS)
 
 
+def _add_probabilities(scope, container, values, output_name, how, width):
+    """``output_name`` from ``values`` (``width`` columns) in float32: as they
+    are (``how=None``), :func:`skchain._runner.to_proba` of logits
+    (``"softmax"``; a sigmoid for one column) or rows divided by their sum
+    (``"renormalize"``)."""
+    from onnx import TensorProto, helper
+
+    def node(op, inputs, **attrs):
+        out = scope.get_unique_variable_name(op.lower())
+        container.nodes.append(helper.make_node(
+            op, inputs, [out], name=scope.get_unique_operator_name(op), **attrs))
+        return out
+
+    values = node("Cast", [values], to=TensorProto.FLOAT)
+    if how == "softmax" and width == 1:
+        # One logit column is a binary logit: [1 - sigmoid, sigmoid].
+        p = node("Sigmoid", [values])
+        one = _const(scope, container, np.ones((1, 1), dtype=np.float32))
+        values = node("Concat", [node("Sub", [one, p]), p], axis=1)
+    elif how == "softmax":
+        values = node("Softmax", [values], axis=1)
+    if how in ("softmax", "renormalize"):
+        axes = _const_int64(scope, container, [1])
+        values = node("Div", [values, node("ReduceSum", [values, axes], keepdims=1)])
+    container.nodes.append(helper.make_node(
+        "Identity", [values], [output_name], name=scope.get_unique_operator_name("Identity")))
+
+
+def _raw_width(model, row_shape):
+    """Columns of an ONNX model's final output, from one run on zeros."""
+    import torch
+
+    with torch.no_grad():
+        out = model(torch.zeros(1, *row_shape))
+    return int(np.prod(out.shape[1:]))
+
+
+def _const_int64(scope, container, value):
+    from onnx import TensorProto
+
+    name = scope.get_unique_variable_name("axes")
+    container.add_initializer(name, TensorProto.INT64, [len(value)], list(value))
+    return name
+
+
 def _row_shape(operator):
     """Shape of one input row (``(n_features,)``, or an image's ``(C, H, W)``)."""
     shape = operator.inputs[0].type.shape
@@ -245,8 +289,13 @@ def _convert_net_classifier(scope, operator, container):
 
 
 def _onnx_member(est):
-    """``(OnnxModel, values read, torch post-processing)`` of a NeuralTransformer
-    or ModuleClassifier that runs an ONNX model, else ``None``."""
+    """``(OnnxModel, values read, post-processing)`` of a NeuralTransformer or
+    ModuleClassifier that runs an ONNX model, else ``None``.
+
+    The post-processing is ``None``, ``"softmax"`` (:func:`skchain._runner.to_proba`
+    of logits), ``"renormalize"`` (probabilities divided by their row sum) or a
+    torch module to export.
+    """
     from torch import nn
 
     if isinstance(est, NeuralTransformer):
@@ -256,13 +305,17 @@ def _onnx_member(est):
         # A layer of an ONNX model is a value its graph computes (the
         # embedding too: the value that enters the last Gemm/MatMul).
         values = list(layers) if layers else [module.output or module.output_names[0]]
+        if post is None:
+            return module, values, None
+        if est._plan.keyword == "proba":
+            return module, values, "softmax"  # to_proba of the logits
         return module, values, NetOutput(nn.Identity(), postprocess=post)
     if isinstance(est, ModuleClassifier):
         module, logits, _ = _module_classifier_parts(est)
         if not isinstance(module, OnnxModel):
             return None
         values = [module.output or module.output_names[0]]
-        return module, values, Softmax(nn.Identity(), logits=logits, renormalize=logits)
+        return module, values, "softmax" if logits else "renormalize"
     return None
 
 
@@ -306,6 +359,10 @@ def _splice_onnx_member(scope, operator, container, est, output_name):
         joined = scope.get_unique_variable_name("concat")
         container.nodes.append(helper.make_node(
             "Concat", flat, [joined], axis=1, name=scope.get_unique_operator_name("Concat")))
+    if post is None or isinstance(post, str):
+        _add_probabilities(scope, container, joined, output_name, post,
+                           _raw_width(model, _row_shape(operator)))
+        return True
     # The post-processing keeps the width: the fitted estimator's output width.
     width = len(est.get_feature_names_out() if isinstance(est, NeuralTransformer)
                 else est.classes_)
