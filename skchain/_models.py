@@ -58,6 +58,8 @@ def _key(source):
         except OSError:
             return None  # OnnxModel raises the message naming the path
         return ("file", path, stat.st_size, stat.st_mtime_ns)
+    if type(source).__name__ != "ModelProto":
+        return None  # OnnxModel raises the message naming what it takes
     return ("proto", hashlib.blake2b(source.SerializeToString(), digest_size=16).digest())
 
 

@@ -57,9 +57,15 @@ def _is_model_proto(obj):
     return type(obj).__name__ == "ModelProto" and hasattr(obj, "SerializeToString")
 
 
+def _is_protobuf(obj):
+    return hasattr(obj, "SerializeToString") and hasattr(obj, "ParseFromString")
+
+
 def is_onnx_source(obj):
-    """Whether ``obj`` names an ONNX model: a path or an ``onnx.ModelProto``."""
-    return isinstance(obj, (str, os.PathLike)) or _is_model_proto(obj)
+    """Whether ``obj`` is given as an ONNX model: a path or an
+    ``onnx.ModelProto`` (any protobuf message: :func:`load_onnx_bytes` refuses
+    the other ones by name)."""
+    return isinstance(obj, (str, os.PathLike)) or _is_protobuf(obj)
 
 
 def load_onnx_bytes(source):
