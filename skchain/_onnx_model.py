@@ -79,8 +79,9 @@ def load_onnx_bytes(source):
         path = os.fspath(source)
         if not os.path.isfile(path):
             raise ValueError(
-                f"ONNX model file {path!r} does not exist (or is not a file); pass "
-                "the path of an .onnx file, or an onnx.ModelProto."
+                f"ONNX model file {path!r} does not exist (or is not a file): a model "
+                "given as a string is the path of an .onnx file. Pass an existing "
+                "path, an onnx.ModelProto or a torch.nn.Module."
             )
         with open(path, "rb") as f:
             return f.read(), path
