@@ -50,10 +50,12 @@ class ModuleClassifier(DocLinkMixin, ClassifierMixin, BaseEstimator):
 
     Parameters
     ----------
-    module : torch.nn.Module
+    module : torch.nn.Module, Keras 3 model, ONNX path or onnx.ModelProto
         The trained network; it maps a float32 batch of shape
-        ``(n, n_features)`` to one output column per class (or a single
-        logit column for two classes).
+        ``(n, n_features)`` (or ``(n, ...)``, e.g. images) to one output
+        column per class (or a single logit column for two classes). A Keras
+        3 model on the torch backend is a torch module; an ONNX model runs in
+        onnxruntime as a :class:`~skchain.OnnxModel`.
     classes : array-like of shape (n_classes,)
         The label of each output column, in column order (the labels the
         module was trained with, e.g. as encoded by a ``LabelEncoder``).

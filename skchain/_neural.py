@@ -55,7 +55,7 @@ class NeuralTransformer(DocLinkMixin, TransformerMixin, BaseEstimator):
 
     Parameters
     ----------
-    net : skorch net or torch.nn.Module
+    net : skorch net, torch.nn.Module, Keras 3 model, ONNX path or onnx.ModelProto
         - A skorch ``NeuralNetClassifier``, ``NeuralNetBinaryClassifier``,
           ``NeuralNetRegressor`` or ``NeuralNet``: ``fit(X, y)`` trains a clone
           of it (``fit(X)`` for a net without target, e.g. an autoencoder). Its
@@ -65,6 +65,12 @@ class NeuralTransformer(DocLinkMixin, TransformerMixin, BaseEstimator):
           as it is. ``fit`` only validates and records the input width. A
           module with lazy layers is materialised on one private copy, the
           user's module stays lazy.
+        - A Keras 3 model on the torch backend (a ``torch.nn.Module``, layers
+          named by their Keras names), or an ONNX model -- the path of an
+          ``.onnx`` file or an ``onnx.ModelProto`` -- run by onnxruntime as a
+          frozen :class:`~skchain.OnnxModel` (its layers: the values its graph
+          computes). Both used as they are; see the user guide's "Keras 3 and
+          ONNX models".
     output : str or list of str, default="auto"
         What ``transform`` returns:
 
