@@ -23,6 +23,7 @@ from ._outputs import describe_net, feature_names, net_kind, plan_output, target
 from ._repr import DocLinkMixin
 from ._inputs import VALIDATION_ATTRIBUTES, check_rows, check_rows_deferred
 from ._models import MODEL_CONSTRAINT, as_module, check_trainable, is_pretrained_model
+from ._onnx_model import OnnxModel
 from ._runner import (
     check_finite_output,
     eval_mode,
@@ -554,7 +555,9 @@ class NeuralTransformer(DocLinkMixin, TransformerMixin, BaseEstimator):
             net_, source = self.net, self.net.module_
         device = resolve_device(self.device)
         module_ = source
-        elsewhere = device is not None and not _same_device(device, module_device(source))
+        # An ONNX model runs in onnxruntime, wherever ``device`` is: no copy.
+        elsewhere = (device is not None and not isinstance(source, OnnxModel)
+                     and not _same_device(device, module_device(source)))
         lazy = _has_lazy(source)
         if elsewhere or lazy:
             # The user's module is never moved nor materialised: one private

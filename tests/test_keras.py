@@ -189,3 +189,21 @@ def test_unbuilt_keras_model_is_refused(data):
     with pytest.raises(ValueError, match="not built"):
         NeuralTransformer(model).fit(X.reshape(len(X), -1))
     assert not model.built
+
+
+def test_merged_heads_on_a_keras_backbone(data, model):
+    import torch
+
+    from skchain import MergedHeadsClassifier
+
+    X, y = data
+    torch.manual_seed(0)
+    low, high = torch.nn.Linear(32, 5), torch.nn.Linear(32, 5)
+    heads = [("low", low, [0, 1, 2, 3, 4]), ("high", high, [5, 6, 7, 8, 9])]
+    clf = MergedHeadsClassifier((model, "logits"), heads, calibration=None)
+    clf.fit(X[:200], y[:200])
+    features = torch.from_numpy(keras_out(model, "hidden", X[200:260]))
+    with torch.no_grad():
+        logits = torch.cat([low(features), high(features)], dim=1).double()
+    np.testing.assert_allclose(clf.predict_proba(X[200:260]),
+                               torch.softmax(logits, dim=1).numpy(), atol=1e-5)

@@ -300,3 +300,19 @@ def test_to_onnx_refuses_an_onnx_model_inside_torch_layers(data, onnx_path):
     nt = NeuralTransformer(inside).fit(X)
     with pytest.raises(ValueError, match="cannot export a torch module that runs an ONNX"):
         to_onnx(nt, X[:1])
+
+
+def test_merged_heads_on_an_onnx_backbone(data, net, onnx_path):
+    from skchain import MergedHeadsClassifier
+
+    X, y = data
+    relu = OnnxModel(onnx_path)._last_linear  # the value that enters fc2
+    torch.manual_seed(0)
+    heads = [("low", nn.Linear(32, 5), [0, 1, 2, 3, 4]),
+             ("high", nn.Linear(32, 5), [5, 6, 7, 8, 9])]
+    from_onnx = MergedHeadsClassifier((onnx_path, relu), heads, calibration=None)
+    from_torch = MergedHeadsClassifier((net, "fc2"), heads, calibration=None)
+    from_onnx.fit(X[:200], y[:200])
+    from_torch.fit(X[:200], y[:200])
+    np.testing.assert_allclose(from_onnx.predict_proba(X[200:300]),
+                               from_torch.predict_proba(X[200:300]), atol=1e-4)
