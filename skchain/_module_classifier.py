@@ -1,11 +1,12 @@
 """A plain pretrained torch classifier module as a scikit-learn classifier."""
 
+import copy
 import warnings
 from numbers import Integral
 
 import numpy as np
 import torch
-from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import column_or_1d
 
@@ -109,6 +110,18 @@ class ModuleClassifier(DocLinkMixin, ClassifierMixin, BaseEstimator):
         self.classes = classes
         self.output = output
         self.batch_size = batch_size
+
+    def __sklearn_clone__(self):
+        # As sklearn.frozen.FrozenEstimator: the pretrained module (a torch
+        # module, a Keras model, an ONNX model) is shared by every clone -- each
+        # fold and candidate of a search -- never copied; the other parameters
+        # are cloned as usual.
+        params = {k: clone(v, safe=False)
+                  for k, v in self.get_params(deep=False).items() if k != "module"}
+        other = type(self)(module=self.module, **params)
+        if hasattr(self, "_metadata_request"):
+            other._metadata_request = copy.deepcopy(self._metadata_request)
+        return other
 
     @property
     def classes_(self):

@@ -316,3 +316,12 @@ def test_merged_heads_on_an_onnx_backbone(data, net, onnx_path):
     from_torch.fit(X[:200], y[:200])
     np.testing.assert_allclose(from_onnx.predict_proba(X[200:300]),
                                from_torch.predict_proba(X[200:300]), atol=1e-4)
+
+
+def test_module_classifier_clones_share_the_model(onnx_path, net):
+    proto = onnx.load(onnx_path)
+    for model in (net, proto, str(onnx_path)):
+        clf = ModuleClassifier(model, classes=np.arange(10), batch_size=7)
+        twin = clone(clf)
+        assert twin.module is model
+        assert twin.get_params()["batch_size"] == 7
