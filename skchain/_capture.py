@@ -12,16 +12,16 @@ submodules says how its own are named (a Keras 3 model's layers by their Keras
 names, :mod:`skchain._keras`; an ONNX graph's values by their ONNX names,
 :class:`skchain.OnnxModel`). Every wrapper reads layers through
 :func:`layer_names` and :func:`get_layer`, so a new family is one class in
-:data:`NAMINGS`.
+:func:`namings`.
 """
 
+import functools
 import threading
 
 import torch
 from torch import nn
 
 __all__ = [
-    "NAMINGS",
     "CutAt",
     "LayerNaming",
     "check_layers",
@@ -30,6 +30,7 @@ __all__ = [
     "last_linear",
     "layer_names",
     "layer_naming",
+    "namings",
 ]
 
 
@@ -62,7 +63,9 @@ class LayerNaming:
         return linears[-1] if linears else None
 
 
-def _namings():
+@functools.cache
+def namings():
+    """The namings tried, in order, before torch's own (see :func:`layer_naming`)."""
     # Imported here: those modules import this one for LayerNaming.
     from ._keras import KerasNaming
     from ._onnx_model import OnnxNaming
@@ -70,15 +73,9 @@ def _namings():
     return (OnnxNaming(), KerasNaming())
 
 
-#: The namings tried, in order, before torch's own (see :func:`layer_naming`).
-NAMINGS = []
-
-
 def layer_naming(module):
     """The :class:`LayerNaming` that describes ``module``."""
-    if not NAMINGS:
-        NAMINGS.extend(_namings())
-    for naming in NAMINGS:
+    for naming in namings():
         if naming.accepts(module):
             return naming
     return _TORCH

@@ -38,6 +38,14 @@ _FLOAT_TYPES = {
     "tensor(double)": np.float64,
     "tensor(float16)": np.float16,
 }
+# Integer inputs (images as uint8, say): fed when X's values are exactly
+# such integers, never rounded.
+_INT_TYPES = {
+    "tensor(uint8)": np.uint8,
+    "tensor(int8)": np.int8,
+    "tensor(int32)": np.int32,
+    "tensor(int64)": np.int64,
+}
 _LINEAR_OPS = ("Gemm", "MatMul")
 
 
@@ -261,12 +269,30 @@ class OnnxModel(nn.Module):
     def input_dtype(self):
         """NumPy dtype of the graph's input."""
         kind = self._session(()).get_inputs()[0].type
-        if kind not in _FLOAT_TYPES:
+        dtype = _FLOAT_TYPES.get(kind, _INT_TYPES.get(kind))
+        if dtype is None:
             raise ValueError(
-                f"{self.source} takes {kind} input; skchain feeds models float "
-                "arrays, so it runs ONNX models whose input is float, double or float16."
+                f"{self.source} takes {kind} input; skchain feeds models numeric "
+                "arrays, so it runs ONNX models whose input is a float or integer "
+                "tensor."
             )
-        return _FLOAT_TYPES[kind]
+        return dtype
+
+    def _as_input(self, array):
+        """The batch in the graph's input dtype; integers only when exact."""
+        dtype = np.dtype(self.input_dtype)
+        if dtype.kind == "f":
+            return array.astype(dtype, copy=False)
+        info = np.iinfo(dtype)
+        if not (np.array_equal(array, np.round(array))
+                and array.min() >= info.min and array.max() <= info.max):
+            raise ValueError(
+                f"{self.source} takes {dtype.name} input, but X holds values that "
+                f"are not integers in [{info.min}, {info.max}] (from {array.min():.4g} "
+                f"to {array.max():.4g}); pass X as the model expects it (e.g. images "
+                "as 0..255 pixel values, not scaled to 0..1)."
+            )
+        return array.astype(dtype)
 
     def tap(self, name):
         """The layer (an identity module) that stands for the value ``name``."""
@@ -329,7 +355,7 @@ class OnnxModel(nn.Module):
         session = self._session(hooked)
         final = self.output or self.output_names[0]
         names = [final, *[n for n in hooked if n != final]]
-        array = x.detach().cpu().numpy().astype(self.input_dtype, copy=False)
+        array = self._as_input(x.detach().cpu().numpy())
         values = session.run(names, {self.input_name: array})
         device = x.device
         for name, value in zip(names[1:], values[1:], strict=True):

@@ -460,7 +460,23 @@ BAD_MODELS = {
     "onnx_directory": (lambda p: p, _images, "does not exist \\(or is not a file\\)"),
     "onnx_not_a_model_proto": (lambda p: __import__("onnx").TensorProto(), _images,
                                "ONNX model is given as"),
+    "onnx_uint8_given_fractions": (lambda p: _uint8_onnx(), lambda: _images() / 16,
+                                   r"takes uint8 input.*not integers"),
 }
+
+
+def _uint8_onnx():
+    """A graph on uint8 images (n, 1, 8, 8): Cast to float, Flatten."""
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Cast", ["pixels"], ["as_float"], to=TensorProto.FLOAT),
+         helper.make_node("Flatten", ["as_float"], ["flat"], axis=1)],
+        "uint8_images",
+        [helper.make_tensor_value_info("pixels", TensorProto.UINT8, ["n", 1, 8, 8])],
+        [helper.make_tensor_value_info("flat", TensorProto.FLOAT, ["n", 64])],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
 
 
 @pytest.mark.parametrize("wrapper", ["nt", "mc"])

@@ -325,3 +325,27 @@ def test_module_classifier_clones_share_the_model(onnx_path, net):
         twin = clone(clf)
         assert twin.module is model
         assert twin.get_params()["batch_size"] == 7
+
+
+def _uint8_model():
+    """A hand-built graph taking uint8 pixels: Cast to float, times 2."""
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Cast", ["pixels"], ["as_float"], to=TensorProto.FLOAT),
+         helper.make_node("Add", ["as_float", "as_float"], ["doubled"])],
+        "uint8_input",
+        [helper.make_tensor_value_info("pixels", TensorProto.UINT8, ["n", 4])],
+        [helper.make_tensor_value_info("doubled", TensorProto.FLOAT, ["n", 4])],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+
+
+def test_integer_input_is_fed_exactly_or_refused():
+    X = np.array([[0, 1, 128, 255], [3, 4, 5, 6]], dtype=np.float32)
+    nt = NeuralTransformer(_uint8_model(), cache=False).fit(X)
+    np.testing.assert_array_equal(nt.transform(X), 2 * X)
+    with pytest.raises(ValueError, match=r"takes uint8 input.*not integers in \[0, 255\]"):
+        nt.transform(X / 255)
+    with pytest.raises(ValueError, match="not integers"):
+        nt.transform(X + 300)
