@@ -207,3 +207,22 @@ def test_merged_heads_on_a_keras_backbone(data, model):
         logits = torch.cat([low(features), high(features)], dim=1).double()
     np.testing.assert_allclose(clf.predict_proba(X[200:260]),
                                torch.softmax(logits, dim=1).numpy(), atol=1e-5)
+
+
+def test_to_torch_and_to_onnx_of_a_keras_chain(data, model):
+    import torch
+
+    from skchain import to_onnx, to_torch
+
+    X, y = data
+    pipe = make_pipeline(NeuralTransformer(model, output="hidden"), PCA(10),
+                         LogisticRegression(max_iter=1000)).fit(X[:400], y[:400])
+    expected = pipe.predict_proba(X[400:500])
+    with torch.no_grad():
+        out = to_torch(pipe)(torch.from_numpy(X[400:500])).numpy()
+    np.testing.assert_allclose(out, expected, atol=1e-5, rtol=0)
+    ort = pytest.importorskip("onnxruntime")
+    session = ort.InferenceSession(to_onnx(pipe, X[:1]).SerializeToString(),
+                                   providers=["CPUExecutionProvider"])
+    _, proba = session.run(None, {"X": X[400:500]})
+    np.testing.assert_allclose(proba, expected, atol=1e-5, rtol=0)
