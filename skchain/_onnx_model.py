@@ -146,8 +146,9 @@ class OnnxModel(nn.Module):
     ----------
     input_name : str
         Name of the graph's input.
-    input_shape : tuple
-        Its shape, ``None`` or a name for a dynamic dimension.
+    input_shape : tuple or None
+        Its shape, ``None`` or a name for a dynamic dimension (``None`` when
+        the graph gives no shape).
     output_names : list of str
         Names of the graph's outputs.
     digest : str
@@ -209,9 +210,11 @@ class OnnxModel(nn.Module):
                 "skchain feeds a model one array, so it needs a model with one input."
             )
         self.input_name = inputs[0].name
-        dims = inputs[0].type.tensor_type.shape.dim
-        self.input_shape = tuple(
-            d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in dims
+        tensor_type = inputs[0].type.tensor_type
+        # No shape in the graph (unknown rank): onnxruntime checks the batch.
+        self.input_shape = None if not tensor_type.HasField("shape") else tuple(
+            d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
+            for d in tensor_type.shape.dim
         )
         self.output_names = [o.name for o in graph.output]
         if output is not None and output not in self.output_names:
@@ -261,7 +264,14 @@ class OnnxModel(nn.Module):
                 data = proto.SerializeToString()
             options = ort.SessionOptions()
             options.log_severity_level = 3
-            session = ort.InferenceSession(data, options, providers=self.providers)
+            try:
+                session = ort.InferenceSession(data, options, providers=self.providers)
+            except Exception as exc:  # onnxruntime's own exception types
+                raise ValueError(
+                    f"onnxruntime could not load {self.source} ({type(exc).__name__}: "
+                    f"{str(exc)[:300]}); check that its operators and opset are ones "
+                    "onnxruntime supports, or re-export the model."
+                ) from None
             self._sessions[key] = session
             return session
 
@@ -313,6 +323,8 @@ class OnnxModel(nn.Module):
         """Raise a ``ValueError`` naming both shapes if a batch of ``shape``
         does not fit the graph's input."""
         expected = self.input_shape
+        if expected is None:
+            return
         fits = len(shape) == len(expected) and all(
             not isinstance(e, int) or e == 0 or e == g
             for e, g in zip(expected[1:], shape[1:], strict=True)
@@ -380,8 +392,8 @@ class OnnxModel(nn.Module):
         # What decides the outputs (the cache's fingerprint reads it), not
         # where the model was read from.
         out = f", output={self.output!r}" if self.output is not None else ""
-        shape = "(" + ", ".join(str(d) if isinstance(d, int) else "n"
-                                for d in self.input_shape) + ")"
+        shape = "(?)" if self.input_shape is None else "(" + ", ".join(
+            str(d) if isinstance(d, int) else "n" for d in self.input_shape) + ")"
         return (f"input={self.input_name!r} {shape}, outputs={self.output_names!r}{out}, "
                 f"providers={self.providers!r}, digest={self.digest!r}")
 

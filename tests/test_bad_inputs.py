@@ -462,21 +462,27 @@ BAD_MODELS = {
                                "ONNX model is given as"),
     "onnx_uint8_given_fractions": (lambda p: _uint8_onnx(), lambda: _images() / 16,
                                    r"takes uint8 input.*not integers"),
+    "onnx_unsupported_operator": (lambda p: _uint8_onnx(op=("NoSuchOp", "com.example")),
+                                  _images, "onnxruntime could not load"),
 }
 
 
-def _uint8_onnx():
-    """A graph on uint8 images (n, 1, 8, 8): Cast to float, Flatten."""
+def _uint8_onnx(op=("Flatten", "")):
+    """A graph on uint8 images (n, 1, 8, 8): Cast to float, then ``op``
+    (Flatten; an operator of a custom domain onnxruntime does not know)."""
     from onnx import TensorProto, helper
 
+    name, domain = op
     graph = helper.make_graph(
         [helper.make_node("Cast", ["pixels"], ["as_float"], to=TensorProto.FLOAT),
-         helper.make_node("Flatten", ["as_float"], ["flat"], axis=1)],
+         helper.make_node(name, ["as_float"], ["flat"], domain=domain, axis=1)],
         "uint8_images",
         [helper.make_tensor_value_info("pixels", TensorProto.UINT8, ["n", 1, 8, 8])],
         [helper.make_tensor_value_info("flat", TensorProto.FLOAT, ["n", 64])],
     )
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    opsets = [helper.make_opsetid("", 18)] + ([helper.make_opsetid(domain, 1)]
+                                               if domain else [])
+    return helper.make_model(graph, opset_imports=opsets)
 
 
 @pytest.mark.parametrize("wrapper", ["nt", "mc"])
