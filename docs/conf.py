@@ -18,6 +18,8 @@ from pathlib import Path
 # packages, never from the Hugging Face hub.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# Keras reads its backend at its first import; skchain runs Keras 3 models on torch.
+os.environ.setdefault("KERAS_BACKEND", "torch")
 
 import skchain  # noqa: E402
 

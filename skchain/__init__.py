@@ -1,6 +1,7 @@
 """skchain: turn any neural net into a scikit-learn ``fit``/``transform`` step."""
 
 from ._neural import NeuralTransformer
+from ._onnx_model import OnnxModel
 from .bench import compare
 from .ensemble import ModuleClassifier, OutputEnsembleClassifier, OutputEnsembleRegressor
 from .export import to_onnx, to_torch
@@ -18,6 +19,7 @@ __all__ = [
     "MergedHeadsClassifier",
     "ModuleClassifier",
     "NeuralTransformer",
+    "OnnxModel",
     "OutputEnsembleClassifier",
     "OutputEnsembleRegressor",
     "TextEmbedder",

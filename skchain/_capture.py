@@ -5,17 +5,99 @@ at its submodules.
 the requested layers, stopping the forward pass once all are seen;
 :class:`CutAt` wraps it as a module, for cuts at a layer (merged heads,
 export). ``run_module(..., layers=...)`` uses the same hooks per batch.
+
+Layers are found by name through a :class:`LayerNaming`: torch's
+``named_modules()`` by default; a family of models whose layers are not torch
+submodules says how its own are named (a Keras 3 model's layers by their Keras
+names, :mod:`skchain._keras`; an ONNX graph's values by their ONNX names,
+:class:`skchain.OnnxModel`). Every wrapper reads layers through
+:func:`layer_names` and :func:`get_layer`, so a new family is one class in
+:func:`namings`.
 """
 
+import functools
 import threading
 
 import torch
 from torch import nn
 
-__all__ = ["CutAt", "check_layers", "forward_captured"]
+__all__ = [
+    "CutAt",
+    "LayerNaming",
+    "check_layers",
+    "forward_captured",
+    "get_layer",
+    "last_linear",
+    "layer_names",
+    "layer_naming",
+    "namings",
+]
 
 
+class LayerNaming:
+    """How the named layers of a torch module are listed and found: by
+    ``named_modules()``. Subclasses, for models that name their layers
+    otherwise, override :meth:`accepts` and the methods that differ.
 
+    A layer is a ``torch.nn.Module`` whose forward hooks see the layer's input
+    and output when the model runs; it need not be a registered submodule.
+    """
+
+    @staticmethod
+    def accepts(module):
+        """Whether this naming describes ``module``."""
+        return True
+
+    def names(self, module):
+        """Every layer name, in the model's order."""
+        return [name for name, _ in module.named_modules() if name]
+
+    def get(self, module, name):
+        """The layer ``name`` (one of :meth:`names`)."""
+        return module.get_submodule(name)
+
+    def last_linear(self, module):
+        """Name of the last fully connected layer (``output="embedding"``
+        reads its input), or ``None`` if there is none."""
+        linears = [n for n, m in module.named_modules() if isinstance(m, nn.Linear) and n]
+        return linears[-1] if linears else None
+
+
+@functools.cache
+def namings():
+    """The namings tried, in order, before torch's own (see :func:`layer_naming`)."""
+    # Imported here: those modules import this one for LayerNaming.
+    from ._keras import KerasNaming
+    from ._onnx_model import OnnxNaming
+
+    return (OnnxNaming(), KerasNaming())
+
+
+def layer_naming(module):
+    """The :class:`LayerNaming` that describes ``module``."""
+    for naming in namings():
+        if naming.accepts(module):
+            return naming
+    return _TORCH
+
+
+_TORCH = LayerNaming()
+
+
+def layer_names(module):
+    """Every layer name of ``module`` (see :class:`LayerNaming`)."""
+    return layer_naming(module).names(module)
+
+
+def get_layer(module, name):
+    """The layer ``name`` of ``module``; a ``ValueError`` naming the valid ones."""
+    check_layers(module, [name])
+    return layer_naming(module).get(module, name)
+
+
+def last_linear(module):
+    """Name of ``module``'s last fully connected layer, or ``None``."""
+    return layer_naming(module).last_linear(module)
 
 class _StopForward(Exception):
     """Raised from a hook once every requested layer has been captured.
@@ -39,7 +121,7 @@ def _first_tensor(value, name):
 
 def check_layers(module, names):
     """Raise a ``ValueError`` listing the valid names if one of ``names`` is unknown."""
-    valid = [name for name, _ in module.named_modules() if name]
+    valid = layer_names(module)
     unknown = [n for n in names if n not in valid]
     if unknown:
         raise ValueError(
@@ -104,11 +186,11 @@ class _Capture:
         return hook
 
     def __enter__(self):
-        submodules = dict(self.module.named_modules())
         check_layers(self.module, self.names)
+        naming = layer_naming(self.module)
         try:
             for name in self.names:
-                sub = submodules[name]
+                sub = naming.get(self.module, name)
                 if self.inputs:
                     self.handles.append(sub.register_forward_pre_hook(self._input_hook(name)))
                 else:
@@ -153,7 +235,8 @@ class CutAt(nn.Module):
     ----------
     model : torch.nn.Module
     layers : list of str
-        Names as in ``model.named_modules()``.
+        Layer names (:func:`layer_names`: as in ``model.named_modules()`` for
+        torch modules).
     inputs : bool, default=False
         Capture what goes into the layers instead of what comes out.
     stop_early : bool, default=True

@@ -1,16 +1,17 @@
 """A plain pretrained torch classifier module as a scikit-learn classifier."""
 
+import copy
 import warnings
 from numbers import Integral
 
 import numpy as np
 import torch
-from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import column_or_1d
-from torch import nn
 
 from ._members import fit_or_restore, run_torch
+from ._models import MODEL_CONSTRAINT, as_module
 from ._params import ParamsChecked
 from ._repr import DocLinkMixin
 from ._inputs import check_rows
@@ -51,10 +52,12 @@ class ModuleClassifier(ParamsChecked, DocLinkMixin, ClassifierMixin, BaseEstimat
 
     Parameters
     ----------
-    module : torch.nn.Module
+    module : torch.nn.Module, Keras 3 model, ONNX path or onnx.ModelProto
         The trained network; it maps a float32 batch of shape
-        ``(n, n_features)`` to one output column per class (or a single
-        logit column for two classes).
+        ``(n, n_features)`` (or ``(n, ...)``, e.g. images) to one output
+        column per class (or a single logit column for two classes). A Keras
+        3 model on the torch backend is a torch module; an ONNX model runs in
+        onnxruntime as a :class:`~skchain.OnnxModel`.
     classes : array-like of shape (n_classes,)
         The label of each output column, in column order (the labels the
         module was trained with, e.g. as encoded by a ``LabelEncoder``).
@@ -97,7 +100,7 @@ class ModuleClassifier(ParamsChecked, DocLinkMixin, ClassifierMixin, BaseEstimat
     """
 
     _parameter_constraints: dict = {
-        "module": [nn.Module],
+        "module": MODEL_CONSTRAINT,
         "classes": ["array-like"],
         "output": [StrOptions({"logits", "proba"})],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
@@ -108,6 +111,18 @@ class ModuleClassifier(ParamsChecked, DocLinkMixin, ClassifierMixin, BaseEstimat
         self.classes = classes
         self.output = output
         self.batch_size = batch_size
+
+    def __sklearn_clone__(self):
+        # As sklearn.frozen.FrozenEstimator: the pretrained module (a torch
+        # module, a Keras model, an ONNX model) is shared by every clone -- each
+        # fold and candidate of a search -- never copied; the other parameters
+        # are cloned as usual.
+        params = {k: clone(v, safe=False)
+                  for k, v in self.get_params(deep=False).items() if k != "module"}
+        other = type(self)(module=self.module, **params)
+        if hasattr(self, "_metadata_request"):
+            other._metadata_request = copy.deepcopy(self._metadata_request)
+        return other
 
     @property
     def classes_(self):
@@ -174,7 +189,7 @@ class ModuleClassifier(ParamsChecked, DocLinkMixin, ClassifierMixin, BaseEstimat
             return to_proba(t) if self.output == "logits" else _as_float64(t)
 
         proba = run_torch(
-            self.module,
+            as_module(self.module, "module"),
             X32,
             f"{who}'s module",
             batch_size=self.batch_size,

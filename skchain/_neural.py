@@ -19,7 +19,6 @@ import torch
 from sklearn.base import BaseEstimator, TransformerMixin, clone
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
-from torch import nn
 from torch.utils.data import DataLoader
 
 from ._batches import TensorBatches
@@ -29,6 +28,7 @@ from ._outputs import describe_net, feature_names, net_kind, plan_output, target
 from ._params import ParamsChecked
 from ._repr import DocLinkMixin
 from ._inputs import VALIDATION_ATTRIBUTES, check_rows, check_rows_deferred, module_refuses
+from ._models import MODEL_CONSTRAINT, check_trainable, is_pretrained_model
 from ._pretrained import module_to_run
 from ._targets import check_output_fits_target, encode_target
 from ._runner import (
@@ -63,7 +63,7 @@ class NeuralTransformer(ParamsChecked, DocLinkMixin, TransformerMixin, BaseEstim
 
     Parameters
     ----------
-    net : skorch net or torch.nn.Module
+    net : skorch net, torch.nn.Module, Keras 3 model, ONNX path or onnx.ModelProto
         - A skorch ``NeuralNetClassifier``, ``NeuralNetBinaryClassifier``,
           ``NeuralNetRegressor`` or ``NeuralNet``: ``fit(X, y)`` trains a clone
           of it (``fit(X)`` for a net without target, e.g. an autoencoder). Its
@@ -73,6 +73,12 @@ class NeuralTransformer(ParamsChecked, DocLinkMixin, TransformerMixin, BaseEstim
           as it is. ``fit`` only validates and records the input width. A
           module with lazy layers is materialised on one private copy, the
           user's module stays lazy.
+        - A Keras 3 model on the torch backend (a ``torch.nn.Module``, layers
+          named by their Keras names), or an ONNX model -- the path of an
+          ``.onnx`` file or an ``onnx.ModelProto`` -- run by onnxruntime as a
+          frozen :class:`~skchain.OnnxModel` (its layers: the values its graph
+          computes). Both used as they are; see the user guide's "Keras 3 and
+          ONNX models".
     output : str or list of str, default="auto"
         What ``transform`` returns:
 
@@ -226,7 +232,7 @@ class NeuralTransformer(ParamsChecked, DocLinkMixin, TransformerMixin, BaseEstim
     """
 
     _parameter_constraints: dict = {
-        "net": [nn.Module, HasMethods(["initialize", "partial_fit", "get_params"])],
+        "net": [*MODEL_CONSTRAINT, HasMethods(["initialize", "partial_fit", "get_params"])],
         "output": [str, list, tuple],
         "frozen": ["boolean"],
         "device": [StrOptions({"auto", "cpu", "cuda"}), str, torch.device, None],
@@ -266,7 +272,7 @@ class NeuralTransformer(ParamsChecked, DocLinkMixin, TransformerMixin, BaseEstim
     def _uses_pretrained(self):
         # Only a real bool counts: get_params runs on unvalidated parameters.
         frozen = isinstance(self.frozen, (bool, np.bool_)) and bool(self.frozen)
-        return isinstance(self.net, nn.Module) or frozen
+        return is_pretrained_model(self.net) or frozen
 
     def _net_kind(self):
         return net_kind(self.net)
@@ -542,9 +548,9 @@ class NeuralTransformer(ParamsChecked, DocLinkMixin, TransformerMixin, BaseEstim
 
     def _pretrained(self, X):
         """The module to run for a net used as it is (see :func:`module_to_run`)."""
-        net_, module_ = module_to_run(self.net, resolve_device(self.device), X,
-                                      lambda: draw_seed(self.random_state))
-        return net_, module_, describe_net(self.net, module=module_)
+        net_, module_, source = module_to_run(self.net, resolve_device(self.device), X,
+                                              lambda: draw_seed(self.random_state))
+        return net_, module_, describe_net(source if net_ is None else net_, module=module_)
 
     def _encode_target(self, y, n_samples, classes=None):
         return encode_target(self.net, y, n_samples, classes)
@@ -569,6 +575,7 @@ class NeuralTransformer(ParamsChecked, DocLinkMixin, TransformerMixin, BaseEstim
         return net
 
     def _train(self, X, y, fit_params, seed, classes=None, sample_weight=None):
+        check_trainable(self.net.module, f"{type(self.net).__name__}(module=...)")
         y_enc, classes = self._encode_target(y, X.shape[0], classes)
         net = self._training_net(classes)
         check = functools.partial(self._check_output_fits_target, X=X, y=y_enc,

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ._capture import last_linear, layer_names
 from ._runner import to_proba as _logits_to_proba
 
 __all__ = [
@@ -132,20 +133,16 @@ class OutputPlan:
         )
 
 
-def layer_names(module):
-    """Names of every named submodule, in registration order."""
-    return [name for name, _ in module.named_modules() if name]
-
-
 def _last_linear(module):
-    linears = [n for n, m in module.named_modules() if isinstance(m, nn.Linear) and n]
-    if not linears:
+    name = last_linear(module)
+    if name is None:
         raise ValueError(
-            'output="embedding" means the input of the last nn.Linear layer, and '
-            f"{type(module).__name__} has no nn.Linear submodule. Name the layer "
+            'output="embedding" means the input of the last fully connected layer '
+            f"(nn.Linear, a Keras Dense layer, an ONNX Gemm/MatMul), and "
+            f"{type(module).__name__} has none. Name the layer "
             f"whose output you want instead; valid names: {layer_names(module)}."
         )
-    return linears[-1]
+    return name
 
 
 def _one_hot_argmax(proba):

@@ -12,6 +12,8 @@ import torch
 from torch import nn
 
 from ._inputs import module_refuses
+from ._models import as_module, is_pretrained_model
+from ._onnx_model import OnnxModel
 from ._runner import first_output, module_device
 from ._training import TRAINING_LOCK, seeded
 
@@ -19,11 +21,13 @@ __all__ = ["module_to_run"]
 
 
 def module_to_run(net, device, X, draw_seed):
-    """``(net_, module_)`` for ``net`` used as it is on ``device`` (``None``:
-    where it lives); ``X`` materialises lazy layers, whose initial weights are
+    """``(net_, module_, source)`` for ``net`` used as it is on ``device``
+    (``None``: where it lives): ``source`` is the net's module (a Keras model,
+    an ONNX model wrapped by :func:`skchain._models.as_module`), ``module_``
+    what runs. ``X`` materialises lazy layers, whose initial weights are
     seeded by ``draw_seed()`` so every fit and clone gets the same ones."""
-    if isinstance(net, nn.Module):
-        net_, source = None, net
+    if is_pretrained_model(net):
+        net_, source = None, as_module(net)
     else:
         if not getattr(net, "initialized_", False):
             raise ValueError(
@@ -34,7 +38,9 @@ def module_to_run(net, device, X, draw_seed):
             )
         net_, source = net, net.module_
     module_ = source
-    elsewhere = device is not None and not _same_device(device, module_device(source))
+    # An ONNX model runs in onnxruntime, wherever ``device`` is: no copy.
+    elsewhere = (device is not None and not isinstance(source, OnnxModel)
+                 and not _same_device(device, module_device(source)))
     lazy = _has_lazy(source)
     if elsewhere or lazy:
         # One private copy for this fit (documented in ``device``).
@@ -45,7 +51,7 @@ def module_to_run(net, device, X, draw_seed):
             seed = draw_seed()
             with TRAINING_LOCK, seeded(0 if seed is None else seed):
                 _materialize(module_, X)
-    return net_, module_
+    return net_, module_, source
 
 
 def _same_device(requested, actual):

@@ -2,6 +2,9 @@ import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# Keras reads its backend once, at its first import: skchain runs Keras 3
+# models on the torch backend (tests/test_keras.py).
+os.environ.setdefault("KERAS_BACKEND", "torch")
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402

@@ -852,3 +852,94 @@ def test_image_embedder_converts_grey_files_to_rgb(images):
     np.testing.assert_allclose(
         grey, embedder.transform(np.repeat(pixels[:1, :, :, :1], 3, axis=3)), atol=1e-6
     )
+
+
+# -- ONNX and Keras models as members ---------------------------------------------
+# Each bad model is a clear error at the first call, naming the file or the
+# shape (and so the fix).
+
+
+def _onnx_file(tmp_path):
+    """A tiny conv net on (n, 1, 8, 8) images, as an ONNX file."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(72, 10)).eval()
+    path = tmp_path / "conv.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net, (torch.zeros(1, 1, 8, 8),), str(path), dynamo=False,
+                          input_names=["images"], dynamic_axes={"images": {0: "n"}})
+    return path
+
+
+def _images(layout="nchw"):
+    X, _ = load_digits(return_X_y=True)
+    X = X[:20].reshape(-1, 1, 8, 8).astype(np.float32)
+    return X.transpose(0, 2, 3, 1) if layout == "nhwc" else X
+
+
+BAD_MODELS = {
+    # name: (build the model argument from tmp_path, X, what the message names)
+    "onnx_shape_mismatch": (_onnx_file, lambda: _images("nhwc"),
+                            r"shape \(n, 1, 8, 8\).*X has shape \(n, 8, 8, 1\)"),
+    "onnx_wrong_size": (_onnx_file, lambda: _images()[:, :, :6, :6],
+                        r"shape \(n, 1, 8, 8\).*\(n, 1, 6, 6\)"),
+    "onnx_table_for_images": (_onnx_file, lambda: _data()[0], r"\(n, 1, 8, 8\).*\(n, 16\)"),
+    "onnx_corrupt_file": (lambda p: (p / "bad.onnx").write_bytes(b"\x08\x07garbage")
+                          and p / "bad.onnx", _images, "bad.onnx could not be read"),
+    "onnx_text_file": (lambda p: (p / "notes.txt").write_text("not a model")
+                       and p / "notes.txt", _images, "notes.txt could not be read"),
+    "onnx_missing_path": (lambda p: p / "missing.onnx", _images,
+                          "missing.onnx' does not exist"),
+    "onnx_directory": (lambda p: p, _images, "does not exist \\(or is not a file\\)"),
+    "onnx_not_a_model_proto": (lambda p: __import__("onnx").TensorProto(), _images,
+                               "ONNX model is given as"),
+    "onnx_uint8_given_fractions": (lambda p: _uint8_onnx(), lambda: _images() / 16,
+                                   r"takes uint8 input.*not integers"),
+    "onnx_unsupported_operator": (lambda p: _uint8_onnx(op=("NoSuchOp", "com.example")),
+                                  _images, "onnxruntime could not load"),
+}
+
+
+def _uint8_onnx(op=("Flatten", "")):
+    """A graph on uint8 images (n, 1, 8, 8): Cast to float, then ``op``
+    (Flatten; an operator of a custom domain onnxruntime does not know)."""
+    from onnx import TensorProto, helper
+
+    name, domain = op
+    graph = helper.make_graph(
+        [helper.make_node("Cast", ["pixels"], ["as_float"], to=TensorProto.FLOAT),
+         helper.make_node(name, ["as_float"], ["flat"], domain=domain, axis=1)],
+        "uint8_images",
+        [helper.make_tensor_value_info("pixels", TensorProto.UINT8, ["n", 1, 8, 8])],
+        [helper.make_tensor_value_info("flat", TensorProto.FLOAT, ["n", 64])],
+    )
+    opsets = [helper.make_opsetid("", 18)] + ([helper.make_opsetid(domain, 1)]
+                                               if domain else [])
+    return helper.make_model(graph, opset_imports=opsets)
+
+
+@pytest.mark.parametrize("wrapper", ["nt", "mc"])
+@pytest.mark.parametrize("case", sorted(BAD_MODELS))
+def test_bad_onnx_models_are_a_clear_error(case, wrapper, tmp_path):
+    pytest.importorskip("onnxruntime")
+    make, X, message = BAD_MODELS[case]
+    model = make(tmp_path)
+    if wrapper == "nt":
+        est = NeuralTransformer(model)
+    else:
+        est = ModuleClassifier(model, classes=np.arange(10))
+    with pytest.raises(Exception, match=message) as excinfo:
+        est.fit(X())
+    _assert_clear_error(excinfo)
+
+
+def test_keras_model_on_another_backend_names_the_fix():
+    # What Keras 3 on the TensorFlow or JAX backend hands over: a Keras model
+    # that is no torch module.
+    Model = type("Functional", (), {"__module__": "keras.src.models.functional",
+                                    "get_weights": lambda self: [],
+                                    "predict_on_batch": lambda self, x: x})
+    for est in (NeuralTransformer(Model()), ModuleClassifier(Model(), classes=[0, 1])):
+        with pytest.raises(TypeError, match="KERAS_BACKEND=torch") as excinfo:
+            est.fit(_data()[0])
+        _assert_clear_error(excinfo)

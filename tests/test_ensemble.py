@@ -624,7 +624,8 @@ def test_module_classifier_checks_at_first_use():
         (dict(batch_size=0), ValueError, "batch_size"),
         (dict(batch_size=-1), ValueError, "batch_size"),
         (dict(module=None), TypeError, "module"),
-        (dict(module="a module"), TypeError, "module"),
+        # A string is the path of an ONNX file (skchain.OnnxModel).
+        (dict(module="a module"), ValueError, "'a module' does not exist"),
     ]
     for params, error, match in bad_params:
         clf = ModuleClassifier(good, ["a", "b"]).set_params(**params)

@@ -159,8 +159,11 @@ def test_clear_errors():
         merge_heads(backbone, [("a.b", nn.Linear(8, 2), [0, 1])])
     with pytest.raises(ValueError, match="taken by a torch.nn.ModuleDict attribute"):
         merge_heads(backbone, [("keys", nn.Linear(8, 2), [0, 1])])
-    with pytest.raises(TypeError, match="backbone must be a torch.nn.Module"):
+    # A string is the path of an ONNX model (skchain.OnnxModel).
+    with pytest.raises(ValueError, match="'resnet' does not exist.*path of an .onnx file"):
         merge_heads("resnet", [good])
+    with pytest.raises(TypeError, match="backbone must be a torch.nn.Module"):
+        merge_heads(42, [good])
     with pytest.raises(ValueError, match="no submodule named 'fc'.*one of \\['0', '1'\\]"):
         merge_heads((backbone, "fc"), [good])
 

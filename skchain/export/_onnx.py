@@ -21,7 +21,16 @@ from .._runner import module_lock
 from ..ensemble import ModuleClassifier, OutputEnsembleClassifier, OutputEnsembleRegressor
 from ..heads import MergedHeadsClassifier
 from ..text import TextEmbedder
-from ._torch import HeadColumns, _convert, _ensemble_parts, _merged_heads_parts
+from .._onnx_model import OnnxModel
+from ._torch import (
+    HeadColumns,
+    NetOutput,
+    _convert,
+    _ensemble_parts,
+    _merged_heads_parts,
+    _module_classifier_parts,
+    _neural_parts,
+)
 
 __all__ = ["to_onnx"]
 
@@ -45,10 +54,19 @@ def _import_onnx():
 # -- torch graph -> ONNX graph ----------------------------------------------------
 
 
-def _export_module(module, n_features):
-    """ONNX model of a torch module taking ``(batch, n_features)`` float32 rows."""
+def _export_module(module, row_shape):
+    """ONNX model of a torch module taking ``(batch, *row_shape)`` float32 rows."""
     import onnx.inliner
     import torch
+
+    if any(isinstance(m, OnnxModel) for m in module.modules()):
+        raise ValueError(
+            "skchain.to_onnx cannot export a torch module that runs an ONNX model "
+            "inside its forward (an OnnxModel under torch layers): onnxruntime is "
+            "not part of torch's graph. Give the ONNX model to the skchain wrapper "
+            "directly (NeuralTransformer('model.onnx'), ModuleClassifier("
+            "'model.onnx', classes)), whose graph to_onnx embeds as it is."
+        )
 
     # A copy on the CPU: the estimator's own module keeps its device and flags.
     with ExitStack() as stack:
@@ -56,7 +74,7 @@ def _export_module(module, n_features):
             stack.enter_context(module_lock(sub))
         module = copy.deepcopy(module)
     module = module.to("cpu").eval().requires_grad_(False)
-    x = torch.zeros(2, n_features)
+    x = torch.zeros(2, *row_shape)
     batch = torch.export.Dim("batch")
     with warnings.catch_warnings():
         # The exporter reports its progress and optional packages as warnings.
@@ -81,6 +99,18 @@ def _splice(scope, container, model, input_name, output_name, output_index=0):
 
     Every name is made unique in the scope, so one chain can hold several nets.
     """
+    from onnx import helper
+
+    rename = _splice_nodes(scope, container, model, input_name)
+    container.nodes.append(helper.make_node(
+        "Identity", [rename(model.graph.output[output_index].name)], [output_name],
+        name=scope.get_unique_operator_name("Identity"),
+    ))
+
+
+def _splice_nodes(scope, container, model, input_name):
+    """Add ``model``'s nodes and initializers, fed from ``input_name``; return
+    the function that maps its value names to their names in the container."""
     from onnx import TensorProto, helper
 
     graph = model.graph
@@ -120,12 +150,9 @@ def _splice(scope, container, model, input_name, output_name, output_index=0):
         )
         new.attribute.extend(node.attribute)
         container.nodes.append(new)
-    container.nodes.append(helper.make_node(
-        "Identity", [rename(graph.output[output_index].name)], [output_name],
-        name=scope.get_unique_operator_name("Identity"),
-    ))
     for opset in model.opset_import:
         container.node_domain_version_pair_sets.add((opset.domain, opset.version))
+    return rename
 
 
 def onnx_graph_types():
@@ -134,14 +161,60 @@ def onnx_graph_types():
     return (AttributeProto.GRAPH, AttributeProto.GRAPHS)
 
 
-def _n_features(operator):
+def _add_probabilities(scope, container, values, output_name, how, width):
+    """``output_name`` from ``values`` (``width`` columns) in float32: as they
+    are (``how=None``), :func:`skchain._runner.to_proba` of logits
+    (``"softmax"``; a sigmoid for one column) or rows divided by their sum
+    (``"renormalize"``)."""
+    from onnx import TensorProto, helper
+
+    def node(op, inputs, **attrs):
+        out = scope.get_unique_variable_name(op.lower())
+        container.nodes.append(helper.make_node(
+            op, inputs, [out], name=scope.get_unique_operator_name(op), **attrs))
+        return out
+
+    values = node("Cast", [values], to=TensorProto.FLOAT)
+    if how == "softmax" and width == 1:
+        # One logit column is a binary logit: [1 - sigmoid, sigmoid].
+        p = node("Sigmoid", [values])
+        one = _const(scope, container, np.ones((1, 1), dtype=np.float32))
+        values = node("Concat", [node("Sub", [one, p]), p], axis=1)
+    elif how == "softmax":
+        values = node("Softmax", [values], axis=1)
+    if how in ("softmax", "renormalize"):
+        axes = _const_int64(scope, container, [1])
+        values = node("Div", [values, node("ReduceSum", [values, axes], keepdims=1)])
+    container.nodes.append(helper.make_node(
+        "Identity", [values], [output_name], name=scope.get_unique_operator_name("Identity")))
+
+
+def _raw_width(model, row_shape):
+    """Columns of an ONNX model's final output, from one run on zeros."""
+    import torch
+
+    with torch.no_grad():
+        out = model(torch.zeros(1, *row_shape))
+    return int(np.prod(out.shape[1:]))
+
+
+def _const_int64(scope, container, value):
+    from onnx import TensorProto
+
+    name = scope.get_unique_variable_name("axes")
+    container.add_initializer(name, TensorProto.INT64, [len(value)], list(value))
+    return name
+
+
+def _row_shape(operator):
+    """Shape of one input row (``(n_features,)``, or an image's ``(C, H, W)``)."""
     shape = operator.inputs[0].type.shape
-    if len(shape) != 2 or not isinstance(shape[1], (int, np.integer)):
+    if len(shape) < 2 or not all(isinstance(d, (int, np.integer)) for d in shape[1:]):
         raise ValueError(
-            f"{type(operator.raw_operator).__name__} needs a 2-D float input of known "
-            f"width; skl2onnx gives it shape {shape}."
+            f"{type(operator.raw_operator).__name__} needs a float input of known "
+            f"row shape (n, ...); skl2onnx gives it shape {shape}."
         )
-    return int(shape[1])
+    return tuple(int(d) for d in shape[1:])
 
 
 def _classes_tensor(classes, scope, container):
@@ -185,7 +258,9 @@ def _shape_transformer(operator):
 
 def _convert_transformer(scope, operator, container):
     est = operator.raw_operator
-    model = _export_module(_convert(est).module, _n_features(operator))
+    if _splice_onnx_member(scope, operator, container, est, operator.outputs[0].full_name):
+        return
+    model = _export_module(_convert(est).module, _row_shape(operator))
     _splice(scope, container, model, operator.inputs[0].full_name,
             operator.outputs[0].full_name)
 
@@ -207,9 +282,92 @@ def _convert_net_classifier(scope, operator, container):
             _add_label(scope, container, est.classes_, proba, label)
             return
     conv = _convert(est)
-    model = _export_module(conv.module, _n_features(operator))
-    _splice(scope, container, model, operator.inputs[0].full_name, proba)
+    if not _splice_onnx_member(scope, operator, container, est, proba):
+        model = _export_module(conv.module, _row_shape(operator))
+        _splice(scope, container, model, operator.inputs[0].full_name, proba)
     _add_label(scope, container, conv.classes, proba, label)
+
+
+def _onnx_member(est):
+    """``(OnnxModel, values read, post-processing)`` of a NeuralTransformer or
+    ModuleClassifier that runs an ONNX model, else ``None``.
+
+    The post-processing is ``None``, ``"softmax"`` (:func:`skchain._runner.to_proba`
+    of logits), ``"renormalize"`` (probabilities divided by their row sum) or a
+    torch module to export.
+    """
+    from torch import nn
+
+    if isinstance(est, NeuralTransformer):
+        module, layers, _, post = _neural_parts(est)
+        if not isinstance(module, OnnxModel):
+            return None
+        # A layer of an ONNX model is a value its graph computes (the
+        # embedding too: the value that enters the last Gemm/MatMul).
+        values = list(layers) if layers else [module.output or module.output_names[0]]
+        if post is None:
+            return module, values, None
+        if est._plan.keyword == "proba":
+            return module, values, "softmax"  # to_proba of the logits
+        return module, values, NetOutput(nn.Identity(), postprocess=post)
+    if isinstance(est, ModuleClassifier):
+        module, logits, _ = _module_classifier_parts(est)
+        if not isinstance(module, OnnxModel):
+            return None
+        values = [module.output or module.output_names[0]]
+        return module, values, "softmax" if logits else "renormalize"
+    return None
+
+
+def _splice_onnx_member(scope, operator, container, est, output_name):
+    """Embed the graph of an ONNX member as it is (with the values it reads
+    added as outputs of a private copy), then its post-processing; ``False``
+    when ``est`` runs no ONNX model."""
+    import onnx
+    import onnx.version_converter
+    from onnx import helper
+
+    member = _onnx_member(est)
+    if member is None:
+        return False
+    model, values, post = member
+    proto = onnx.load_from_string(model._bytes)  # private copy
+    version = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")),
+                   OPSET)
+    if version != OPSET:
+        # One opset per graph: the member's nodes are brought to the chain's.
+        proto = onnx.version_converter.convert_version(proto, OPSET)
+    if model.input_dtype != np.float32:
+        raise ValueError(
+            f"skchain.to_onnx embeds ONNX models that take float32 input; "
+            f"{model.source} takes {np.dtype(model.input_dtype).name}."
+        )
+    outputs = {o.name for o in proto.graph.output}
+    for name in values:
+        if name not in outputs:
+            proto.graph.output.append(onnx.ValueInfoProto(name=name))
+    rename = _splice_nodes(scope, container, proto, operator.inputs[0].full_name)
+    flat = []
+    for name in values:
+        out = scope.get_unique_variable_name("flat")
+        container.nodes.append(helper.make_node(
+            "Flatten", [rename(name)], [out], axis=1,
+            name=scope.get_unique_operator_name("Flatten")))
+        flat.append(out)
+    joined = flat[0]
+    if len(flat) > 1:
+        joined = scope.get_unique_variable_name("concat")
+        container.nodes.append(helper.make_node(
+            "Concat", flat, [joined], axis=1, name=scope.get_unique_operator_name("Concat")))
+    if post is None or isinstance(post, str):
+        _add_probabilities(scope, container, joined, output_name, post,
+                           _raw_width(model, _row_shape(operator)))
+        return True
+    # The post-processing keeps the width: the fitted estimator's output width.
+    width = len(est.get_feature_names_out() if isinstance(est, NeuralTransformer)
+                else est.classes_)
+    _splice(scope, container, _export_module(post, (width,)), joined, output_name)
+    return True
 
 
 def _splice_columns_and_combiner(scope, operator, container, est):
@@ -219,7 +377,7 @@ def _splice_columns_and_combiner(scope, operator, container, est):
 
     merged = est.merged_
     columns = HeadColumns(merged)
-    model = _export_module(columns, _n_features(operator))
+    model = _export_module(columns, _row_shape(operator))
     z = scope.get_unique_variable_name("head_columns")
     _splice(scope, container, model, operator.inputs[0].full_name, z)
     combiner = est.combiner_

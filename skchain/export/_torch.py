@@ -48,6 +48,7 @@ from torch import nn
 
 from .._neural import NeuralTransformer
 from .._capture import CutAt, _first_tensor
+from .._models import as_module
 from .._runner import module_lock
 from ..ensemble import ModuleClassifier, OutputEnsembleClassifier, OutputEnsembleRegressor
 from ..heads import MergedHeadsClassifier
@@ -388,7 +389,7 @@ def _neural_parts(est):
 def _module_classifier_parts(est):
     """(module, is_logits, classes) of a ModuleClassifier."""
     est._check_params()  # as its predict does
-    return est.module, est.output == "logits", est.classes_
+    return as_module(est.module, "module"), est.output == "logits", est.classes_
 
 
 def _merged_heads_parts(est):

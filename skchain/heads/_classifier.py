@@ -13,6 +13,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_consistent_length, check_is_fitted, column_or_1d
 from torch import nn
 
+from .._models import MODEL_CONSTRAINT
 from .._params import ParamsChecked
 from .._repr import DocLinkMixin
 from .._inputs import VALIDATION_ATTRIBUTES, check_rows, module_refuses
@@ -160,7 +161,7 @@ class MergedHeadsClassifier(ParamsChecked, DocLinkMixin, ClassifierMixin, BaseEs
     """
 
     _parameter_constraints: dict = {
-        "backbone": [nn.Module, tuple],
+        "backbone": [*MODEL_CONSTRAINT, tuple],
         # Checked by merge_heads in fit, whose messages show how to spell heads
         # (a dict gets the one-line conversion to a list).
         "heads": "no_validation",

@@ -2,7 +2,7 @@
 
 from torch import nn
 
-from .._capture import CutAt, forward_captured
+from .._capture import CutAt, forward_captured, get_layer, layer_names
 
 __all__ = ["CutModel"]
 
@@ -67,10 +67,10 @@ class CutModel(CutAt):
 
 def check_head_layer(model, layer):
     """Return ``model``'s submodule ``layer``, or raise naming the valid layers."""
-    valid = [name for name, _ in model.named_modules() if name]
+    valid = layer_names(model)
     if layer not in valid:
         raise ValueError(
             f"{type(model).__name__} has no submodule named {layer!r}; name the "
             f"first layer of its head, one of {valid}."
         )
-    return model.get_submodule(layer)
+    return get_layer(model, layer)

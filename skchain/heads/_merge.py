@@ -6,6 +6,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .._models import as_module, is_pretrained_model
 from .._runner import module_device
 from ._cut import CutModel, check_head_layer
 
@@ -13,14 +14,18 @@ __all__ = ["MergedHeads", "merge_heads"]
 
 
 def _as_module(spec, what):
-    """A module, or a cut model from ``(model, layer)``."""
-    if isinstance(spec, nn.Module):
-        return spec
+    """A module, or a cut model from ``(model, layer)``; the model may be an
+    ONNX path or ``ModelProto`` too (see :func:`skchain._models.as_module`)."""
     if isinstance(spec, tuple) and len(spec) == 2:
-        return CutModel(*spec)
+        model, layer = spec
+        if is_pretrained_model(model):
+            model = as_module(model, what)
+        return CutModel(model, layer)
+    if is_pretrained_model(spec):
+        return as_module(spec, what)
     raise TypeError(
-        f"{what} must be a torch.nn.Module or a (model, layer_name) pair; got "
-        f"{type(spec).__name__}."
+        f"{what} must be a torch.nn.Module (or an ONNX model) or a "
+        f"(model, layer_name) pair; got {type(spec).__name__}."
     )
 
 
