@@ -10,6 +10,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import column_or_1d
 from torch import nn
 
+from ._dask import blockwise, dask_fit
 from ._members import fit_or_restore, run_torch
 from ._repr import DocLinkMixin
 from ._inputs import check_rows
@@ -129,6 +130,7 @@ class ModuleClassifier(DocLinkMixin, ClassifierMixin, BaseEstimator):
         return tags
 
     @_fit_context(prefer_skip_nested_validation=True)
+    @dask_fit(lambda self: None)
     def fit(self, X, y=None):
         """Check ``X`` (and ``y``) and record their width; the module is not trained.
 
@@ -210,6 +212,7 @@ class ModuleClassifier(DocLinkMixin, ClassifierMixin, BaseEstimator):
                 )
         return proba
 
+    @blockwise(lambda self: ((self.classes_.size,), np.float64))
     def predict_proba(self, X):
         """Class probabilities from the module, in float64.
 
@@ -228,6 +231,7 @@ class ModuleClassifier(DocLinkMixin, ClassifierMixin, BaseEstimator):
         X32 = check_rows(self, X, reset=False)
         return self._proba_from_rows(X32)
 
+    @blockwise(lambda self: ((), self.classes_.dtype))
     def predict(self, X):
         """The most probable class of each row.
 

@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader
 from ._batches import TensorBatches
 from ._cache import CACHE_CONSTRAINT, cached_outputs, callable_id, model_fingerprint
 from ._crossfit import check_splits, cross_fit, resolve_cv
+from ._dask import blockwise, dask_fit, dask_fit_transform
 from ._outputs import describe_net, feature_names, net_kind, plan_output, target_aligned
 from ._repr import DocLinkMixin
 from ._inputs import VALIDATION_ATTRIBUTES, check_rows, check_rows_deferred
@@ -350,6 +351,7 @@ class NeuralTransformer(DocLinkMixin, TransformerMixin, BaseEstimator):
     # -- fit -------------------------------------------------------------------
 
     @_fit_context(prefer_skip_nested_validation=True)
+    @dask_fit(lambda self: None if self._uses_pretrained else "it trains its net on X")
     def fit(self, X, y=None, sample_weight=None, groups=None, **fit_params):
         """Train the net on ``(X, y)`` (a net used as it is is only checked).
 
@@ -389,6 +391,7 @@ class NeuralTransformer(DocLinkMixin, TransformerMixin, BaseEstimator):
         return self
 
     @_fit_context(prefer_skip_nested_validation=True)
+    @dask_fit_transform
     def fit_transform(self, X, y=None, sample_weight=None, groups=None, **fit_params):
         """Fit the net and return outputs for ``X`` -- out of fold when cross-fitting.
 
@@ -733,6 +736,7 @@ class NeuralTransformer(DocLinkMixin, TransformerMixin, BaseEstimator):
     def _state(self):
         return {key: getattr(self, key, None) for key in _FITTED}
 
+    @blockwise(lambda self: ((len(self._feature_names_out),), np.float32))
     def transform(self, X):
         """Run the net on ``X`` and return the selected output.
 

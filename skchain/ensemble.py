@@ -34,6 +34,7 @@ from sklearn.utils.validation import (
     column_or_1d,
 )
 
+from ._dask import blockwise, dask_fit
 from ._members import (
     check_member_widths,
     check_members,
@@ -51,6 +52,9 @@ __all__ = ["ModuleClassifier", "OutputEnsembleClassifier", "OutputEnsembleRegres
 # Probabilities are clipped here before the log in the learned-weights loss, so a
 # member that gives a true class probability 0 costs a large but finite loss.
 _EPS = 1e-12
+
+# Why an ensemble that learns its combination cannot fit on a dask array.
+_LEARNS = "it learns its weights or final_estimator from the members' outputs on every row"
 
 
 def _check_weights(weights, n_members):
@@ -329,6 +333,7 @@ class OutputEnsembleClassifier(ClassifierMixin, _OutputEnsemble):
         return np.concatenate([eye[v] for v in self._member_votes(rows)], axis=1)
 
     @_fit_context(prefer_skip_nested_validation=False)
+    @dask_fit(lambda self: _LEARNS if self._learns else None)
     def fit(self, X, y=None):
         """Check the members and learn how to combine them; no member is trained.
 
@@ -387,6 +392,7 @@ class OutputEnsembleClassifier(ClassifierMixin, _OutputEnsemble):
         return self.voting == "soft"
 
     @available_if(_soft)
+    @blockwise(lambda self: ((self.classes_.size,), np.float64))
     def predict_proba(self, X):
         """Weighted mean of the members' probabilities (soft voting only).
 
@@ -409,6 +415,7 @@ class OutputEnsembleClassifier(ClassifierMixin, _OutputEnsemble):
             return proba
         return np.tensordot(self.weights_, self._member_probas(rows), axes=1)
 
+    @blockwise(lambda self: ((), self.classes_.dtype))
     def predict(self, X):
         """The combined prediction: soft average or hard weighted vote.
 
@@ -433,6 +440,11 @@ class OutputEnsembleClassifier(ClassifierMixin, _OutputEnsemble):
         # argmax returns the first maximum: ties go to the label sorted first.
         return self.classes_[np.argmax(counts, axis=1)]
 
+    @blockwise(
+        lambda self: ((len(self.estimators) * self.classes_.size,), np.float64)
+        if self.voting == "soft"
+        else ((len(self.estimators),), self.classes_.dtype)
+    )
     def transform(self, X):
         """The members' outputs side by side, as ``VotingClassifier.transform``.
 
@@ -557,6 +569,7 @@ class OutputEnsembleRegressor(RegressorMixin, _OutputEnsemble):
         return np.stack(preds)
 
     @_fit_context(prefer_skip_nested_validation=False)
+    @dask_fit(lambda self: _LEARNS if self._learns else None)
     def fit(self, X, y=None):
         """Check the members and learn their weights or combiner; no member is trained.
 
@@ -624,6 +637,9 @@ class OutputEnsembleRegressor(RegressorMixin, _OutputEnsemble):
             w = np.ones(n)
         self.weights_ = w / w.sum()
 
+    @blockwise(
+        lambda self: ((() if self.n_targets_ == 1 else (self.n_targets_,)), np.float64)
+    )
     def predict(self, X):
         """The weighted mean of the members' predictions (or the combiner's).
 
@@ -645,6 +661,7 @@ class OutputEnsembleRegressor(RegressorMixin, _OutputEnsemble):
             out = np.tensordot(self.weights_, preds, axes=1)
         return out.reshape(out.shape[0]) if self.n_targets_ == 1 else out
 
+    @blockwise(lambda self: ((len(self.estimators) * self.n_targets_,), np.float64))
     def transform(self, X):
         """The members' predictions side by side, as ``VotingRegressor.transform``.
 

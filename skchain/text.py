@@ -24,6 +24,7 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
 from ._cache import CACHE_CONSTRAINT, cached_outputs, model_fingerprint, weights_digest
+from ._dask import blockwise, dask_fit
 from ._repr import DocLinkMixin
 from ._inputs import check_texts
 from ._runner import check_finite_output, module_lock, resolve_device
@@ -285,6 +286,7 @@ class TextEmbedder(DocLinkMixin, TransformerMixin, BaseEstimator):
         return hasattr(self, "model_")
 
     @_fit_context(prefer_skip_nested_validation=True)
+    @dask_fit(lambda self: None, texts=True)
     def fit(self, X, y=None):
         """Load the model and check ``X``; nothing is learned from the texts.
 
@@ -318,6 +320,7 @@ class TextEmbedder(DocLinkMixin, TransformerMixin, BaseEstimator):
             dim = self._encode(["dimension probe"]).shape[1]
         return dim
 
+    @blockwise(lambda self: ((self.embedding_dim_,), np.float32), texts=True)
     def transform(self, X):
         """Embed the texts of ``X``.
 

@@ -13,6 +13,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_consistent_length, check_is_fitted, column_or_1d
 from torch import nn
 
+from .._dask import blockwise, dask_fit
 from .._repr import DocLinkMixin
 from .._inputs import VALIDATION_ATTRIBUTES, check_rows
 from .._runner import (
@@ -211,6 +212,11 @@ class MergedHeadsClassifier(DocLinkMixin, ClassifierMixin, BaseEstimator):
         return hasattr(self, "merged_")
 
     @_fit_context(prefer_skip_nested_validation=True)
+    @dask_fit(
+        lambda self: None
+        if self.calibration is None
+        else "it fits its calibration on the heads' outputs for every row"
+    )
     def fit(self, X, y):
         """Fit the calibration on held-out rows; the networks are not trained.
 
@@ -312,6 +318,7 @@ class MergedHeadsClassifier(DocLinkMixin, ClassifierMixin, BaseEstimator):
         with _holding(merged):
             return run_module(module, X, batch_size=self.batch_size, **kwargs)
 
+    @blockwise(lambda self: ((len(self.classes_),), np.float64))
     def predict_proba(self, X):
         """Probabilities over :attr:`classes_`.
 
@@ -342,6 +349,7 @@ class MergedHeadsClassifier(DocLinkMixin, ClassifierMixin, BaseEstimator):
         out[:, np.searchsorted(self.classes_, self.combiner_.classes_)] = proba
         return out
 
+    @blockwise(lambda self: ((), self.classes_.dtype))
     def predict(self, X):
         """The most probable label of each row.
 
