@@ -48,12 +48,18 @@ def blockwise(output, *, texts=False):
             if method.__name__ == "transform":
                 _check_default_output(self)
             tail, dtype = output(self)
-            run = functools.partial(method, self, *args, **kwargs)
+            # The public method, by name: the blocks are NumPy (its own path),
+            # and the result pickles (to a cluster) by reference to it.
+            run = functools.partial(_call, self, method.__name__, args, kwargs)
             return rows.map_blocks(run, tail, dtype, name=f"{type(self).__name__}.{method.__name__}")
 
         return wrapper
 
     return decorate
+
+
+def _call(estimator, name, args, kwargs, X):
+    return getattr(estimator, name)(X, *args, **kwargs)
 
 
 def _check_default_output(estimator):

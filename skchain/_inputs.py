@@ -347,7 +347,11 @@ def check_dask_rows(estimator, X, *, texts=False, reset=False):
         series = getattr(X, "ndim", 2) == 1
         if not series:
             if not reset:
-                _check_feature_names(estimator, X, reset=False)
+                import pandas as pd
+
+                # An empty frame of the same columns: scikit-learn reads no
+                # names off a dask DataFrame itself.
+                _check_feature_names(estimator, pd.DataFrame(columns=X.columns), reset=False)
             columns = list(X.columns)
         else:
             columns = [X.name]
