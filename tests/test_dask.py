@@ -343,3 +343,30 @@ def test_two_process_local_cluster_computes_the_same(data):
         workers = {task["worker"] for task in stream.data}
     np.testing.assert_allclose(out, expected, rtol=1e-5)
     assert all(w.startswith("tcp://127.0.0.1:") for w in workers)
+
+
+def test_text_embedder_takes_dask_texts():
+    pytest.importorskip("sentence_transformers")
+    from skchain import TextEmbedder
+
+    texts = ["The striker scored twice.", "Whisk the eggs.", "A late penalty.",
+             "Simmer the sauce.", "The keeper saved it."]
+    embedder = TextEmbedder(cache=False)
+    series = dd.from_pandas(pd.Series(texts, name="text"), npartitions=2)
+    embedder.fit(series)  # streams: nothing is learned from the texts
+    expected = embedder.transform(texts)
+    frame = dd.from_pandas(pd.DataFrame({"text": texts}), npartitions=2)
+    for X in [da.from_array(np.array(texts, dtype=object), chunks=2), series, frame["text"]]:
+        out = embedder.transform(X)
+        assert isinstance(out, da.Array)
+        assert out.shape == expected.shape and out.dtype == np.float32
+        assert len(out.chunks[1]) == 1
+        np.testing.assert_allclose(out.compute(), expected, rtol=1e-5, atol=1e-6)
+    with pytest.raises(TypeError, match="strings"):
+        embedder.transform(da.ones((5,), chunks=2))
+    with pytest.raises(ValueError, match="one text column"):
+        embedder.transform(da.from_array(np.array([texts, texts], dtype=object).T, chunks=2))
+    missing = np.array(texts, dtype=object)
+    missing[3] = None
+    with pytest.raises(ValueError, match="missing value"):
+        embedder.transform(da.from_array(missing, chunks=2)).compute()
