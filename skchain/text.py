@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from numbers import Integral
 
 import numpy as np
+import torch
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
@@ -190,7 +191,7 @@ class TextEmbedder(DocLinkMixin, TransformerMixin, BaseEstimator):
         similarities. (all-MiniLM-L6-v2 already returns unit vectors.)
     batch_size : int, default=32
         Texts per forward pass.
-    device : {"auto", "cpu", "cuda"}, str or None, default=None
+    device : {"auto", "cpu", "cuda"}, str, torch.device or None, default=None
         Where the model runs. ``None`` lets sentence-transformers choose (CUDA
         when available); ``"auto"`` does the same explicitly.
     cache : "auto", bool, str, os.PathLike or joblib.Memory, default="auto"
@@ -255,7 +256,7 @@ class TextEmbedder(DocLinkMixin, TransformerMixin, BaseEstimator):
         "model_name": [str, os.PathLike],
         "normalize": ["boolean"],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
-        "device": [StrOptions({"auto", "cpu", "cuda"}), str, None],
+        "device": [StrOptions({"auto", "cpu", "cuda"}), str, torch.device, None],
         "cache": CACHE_CONSTRAINT,
     }
 
