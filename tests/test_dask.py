@@ -322,11 +322,11 @@ def test_the_lazy_result_pickles_with_its_estimator(data):
     np.testing.assert_allclose(again.compute(), nt.transform(X), rtol=1e-5)
 
 
-def test_two_process_local_cluster_computes_the_same(data):
+@pytest.fixture(scope="module")
+def client():
+    """A 2-process cluster on 127.0.0.1 without dashboard, shared by the tests
+    below (starting one takes seconds), closed after them."""
     distributed = pytest.importorskip("dask.distributed")
-    X, _ = data
-    nt = NeuralTransformer(_mlp(), output="embedding", cache=False).fit(X)
-    expected = nt.transform(X)
     with (
         distributed.LocalCluster(
             n_workers=2,
@@ -337,12 +337,75 @@ def test_two_process_local_cluster_computes_the_same(data):
         ) as cluster,
         distributed.Client(cluster) as client,
     ):
-        lazy = nt.transform(da.from_array(X, chunks=CHUNK))
-        with distributed.get_task_stream(client) as stream:
-            out = client.compute(lazy).result()
-        workers = {task["worker"] for task in stream.data}
+        yield client
+
+
+def test_two_process_local_cluster_computes_the_same(data, client):
+    distributed = pytest.importorskip("dask.distributed")
+    X, _ = data
+    nt = NeuralTransformer(_mlp(), output="embedding", cache=False).fit(X)
+    expected = nt.transform(X)
+    lazy = nt.transform(da.from_array(X, chunks=CHUNK))
+    with distributed.get_task_stream(client) as stream:
+        out = client.compute(lazy).result()
+    workers = {task["worker"] for task in stream.data}
     np.testing.assert_allclose(out, expected, rtol=1e-5)
-    assert all(w.startswith("tcp://127.0.0.1:") for w in workers)
+    assert workers and all(w.startswith("tcp://127.0.0.1:") for w in workers)
+
+
+class CountingLinear(nn.Module):
+    """A linear layer that appends the rows of each forward pass to a file:
+    counts passes over every process of a cluster."""
+
+    def __init__(self, path, seed):
+        super().__init__()
+        torch.manual_seed(seed)
+        self.linear = nn.Linear(D, 4)
+        self.path = str(path)
+
+    def forward(self, x):
+        with open(self.path, "a") as f:
+            f.write(f"{x.shape[0]}\n")
+        return self.linear(x)
+
+
+def _rows_run(path):
+    return sum(int(line) for line in open(path)) if path.exists() else 0
+
+
+@pytest.mark.parametrize("search", ["grid", "chain"])
+def test_search_on_a_cluster_computes_each_row_once(data, client, tmp_path, search):
+    import joblib
+    from sklearn.model_selection import GridSearchCV
+    from sklearn.pipeline import make_pipeline
+
+    from skchain import ChainSearchCV
+
+    X, y = data
+    grid = {"logisticregression__C": [0.1, 1.0, 10.0]}
+    Search = GridSearchCV if search == "grid" else ChainSearchCV
+    # Fresh weights per test: the workers' in-memory caches outlive a test.
+    seed = {"grid": 11, "chain": 12}[search]
+    local = Search(
+        make_pipeline(NeuralTransformer(CountingLinear(tmp_path / "local", seed)),
+                      LogisticRegression()),
+        grid, cv=3,
+    ).fit(X, y)
+    counter = tmp_path / "cluster"
+    nt = NeuralTransformer(CountingLinear(counter, seed), cache=tmp_path / "cache")
+    if search == "grid":
+        # GridSearchCV's folds would race for the same rows on two workers:
+        # one dask transform over the cluster fills the shared disk cache
+        # first, each row computed once (the blocks are disjoint).
+        nt.fit(X[:2])
+        client.compute(nt.transform(da.from_array(X, chunks=CHUNK))).result()
+    with joblib.parallel_backend("dask"):
+        remote = Search(make_pipeline(nt, LogisticRegression()), grid, cv=3, n_jobs=2).fit(X, y)
+    # every row ran (the counter counts), and once over all the workers
+    assert N <= _rows_run(counter) <= 1.1 * N
+    np.testing.assert_array_equal(
+        remote.cv_results_["mean_test_score"], local.cv_results_["mean_test_score"]
+    )
 
 
 def test_text_embedder_takes_dask_texts():
