@@ -2,7 +2,7 @@
 
 1. **Throughput.** Embedding ``--rows`` rows of 64 float32 features (a dask
    array of 65,536-row blocks, generated on the workers) with a frozen MLP
-   64-512-512-64 (about 0.6 MFLOP per row), summed on the workers so that only
+   64-512-512-64 (0.66 MFLOP per row), summed on the workers so that only
    the 64 sums come back: ``NeuralTransformer(module, cache=False).transform(X)``
    against the loop a user would write by hand,
    ``X.map_blocks(lambda b: module(torch.from_numpy(b)).numpy())`` under

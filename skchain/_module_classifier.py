@@ -162,8 +162,10 @@ class ModuleClassifier(DocLinkMixin, ClassifierMixin, BaseEstimator):
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
+            Of a dask array or DataFrame only the first rows are read.
         y : array-like of shape (n_samples,), default=None
-            If given, every label must be one of ``classes``.
+            If given, every label must be one of ``classes`` (with a dask
+            ``X``: its length is checked, its first labels).
 
         Returns
         -------
@@ -256,7 +258,9 @@ class ModuleClassifier(DocLinkMixin, ClassifierMixin, BaseEstimator):
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
+        X : array-like or dask collection of shape (n_samples, n_features)
+            A dask array or DataFrame gives a lazy dask array of the same
+            rows, computed block by block (user guide: *Large data and clusters*).
             Any numeric dtype, memory order or container; NaN or infinity is
             a ``ValueError``.
 
@@ -275,7 +279,9 @@ class ModuleClassifier(DocLinkMixin, ClassifierMixin, BaseEstimator):
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
+        X : array-like or dask collection of shape (n_samples, n_features)
+            A dask array or DataFrame gives a lazy dask array of the same
+            rows, computed block by block (user guide: *Large data and clusters*).
 
         Returns
         -------

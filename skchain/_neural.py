@@ -361,7 +361,10 @@ class NeuralTransformer(DocLinkMixin, TransformerMixin, BaseEstimator):
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
-            Training rows; any numeric dtype, converted to float32 once.
+            Training rows; any numeric dtype, converted to float32 once. A
+            dask array or DataFrame: a net used as it is reads only its
+            first rows (it learns nothing from them); a net trained here
+            raises a ``TypeError`` (fit on ``X.compute()`` or a subsample).
         y : array-like of shape (n_samples,) or (n_samples, n_targets), default=None
             Targets. Class labels of any type for classifiers; ``None`` for a
             net trained without target. Ignored by a net used as it is.
@@ -745,7 +748,9 @@ class NeuralTransformer(DocLinkMixin, TransformerMixin, BaseEstimator):
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
+        X : array-like or dask collection of shape (n_samples, n_features)
+            A dask array or DataFrame gives a lazy dask array of the same
+            rows, computed block by block (user guide: *Large data and clusters*).
 
         Returns
         -------

@@ -343,7 +343,8 @@ class OutputEnsembleClassifier(ClassifierMixin, _OutputEnsemble):
         ----------
         X : array-like of shape (n_samples, n_features)
             Rows the members did not see in training (for ``weights="learn"``
-            and ``final_estimator``); with fixed weights only checked.
+            and ``final_estimator``); with fixed weights only checked (of a
+            dask array, only its first rows; learning needs rows in memory).
         y : array-like of shape (n_samples,), default=None
             True labels; needed for ``weights="learn"`` and ``final_estimator``.
 
@@ -398,7 +399,9 @@ class OutputEnsembleClassifier(ClassifierMixin, _OutputEnsemble):
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
+        X : array-like or dask collection of shape (n_samples, n_features)
+            A dask array or DataFrame gives a lazy dask array of the same
+            rows, computed block by block (user guide: *Large data and clusters*).
 
         Returns
         -------
@@ -421,7 +424,9 @@ class OutputEnsembleClassifier(ClassifierMixin, _OutputEnsemble):
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
+        X : array-like or dask collection of shape (n_samples, n_features)
+            A dask array or DataFrame gives a lazy dask array of the same
+            rows, computed block by block (user guide: *Large data and clusters*).
 
         Returns
         -------
@@ -450,7 +455,9 @@ class OutputEnsembleClassifier(ClassifierMixin, _OutputEnsemble):
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
+        X : array-like or dask collection of shape (n_samples, n_features)
+            A dask array or DataFrame gives a lazy dask array of the same
+            rows, computed block by block (user guide: *Large data and clusters*).
 
         Returns
         -------
@@ -578,7 +585,9 @@ class OutputEnsembleRegressor(RegressorMixin, _OutputEnsemble):
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
-            Held-out rows (for ``weights="learn"`` and ``final_estimator``).
+            Held-out rows (for ``weights="learn"`` and ``final_estimator``,
+            in memory); with fixed weights only checked (of a dask array,
+            only its first rows).
         y : array-like of shape (n_samples,) or (n_samples, n_targets), default=None
             Needed for ``weights="learn"`` and ``final_estimator``.
 
@@ -645,7 +654,9 @@ class OutputEnsembleRegressor(RegressorMixin, _OutputEnsemble):
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
+        X : array-like or dask collection of shape (n_samples, n_features)
+            A dask array or DataFrame gives a lazy dask array of the same
+            rows, computed block by block (user guide: *Large data and clusters*).
 
         Returns
         -------
@@ -667,7 +678,9 @@ class OutputEnsembleRegressor(RegressorMixin, _OutputEnsemble):
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
+        X : array-like or dask collection of shape (n_samples, n_features)
+            A dask array or DataFrame gives a lazy dask array of the same
+            rows, computed block by block (user guide: *Large data and clusters*).
 
         Returns
         -------

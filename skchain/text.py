@@ -294,7 +294,8 @@ class TextEmbedder(DocLinkMixin, TransformerMixin, BaseEstimator):
         Parameters
         ----------
         X : list of str, array-like of str of shape (n_samples,) or DataFrame
-            The texts; a DataFrame must have exactly one column.
+            The texts; a DataFrame must have exactly one column. Of a dask
+            collection only the first texts are read.
         y : None
             Ignored.
 
@@ -328,6 +329,8 @@ class TextEmbedder(DocLinkMixin, TransformerMixin, BaseEstimator):
         Parameters
         ----------
         X : list of str, array-like of str of shape (n_samples,) or DataFrame
+            A dask array, Series or DataFrame of texts gives a lazy dask array of the same
+            rows, computed block by block (user guide: *Large data and clusters*).
 
         Returns
         -------

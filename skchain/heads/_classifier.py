@@ -226,7 +226,10 @@ class MergedHeadsClassifier(DocLinkMixin, ClassifierMixin, BaseEstimator):
             Backbone inputs, one row per sample (any numeric dtype, memory
             order or container, converted to C-ordered float32 once). Image
             backbones reshape the rows themselves, e.g. with a first
-            ``nn.Unflatten(1, (1, 8, 8))`` layer.
+            ``nn.Unflatten(1, (1, 8, 8))`` layer. A dask array is refused
+            (the calibration needs the heads' outputs on every row: compute
+            the held-out rows), except with ``calibration=None``, which reads
+            only its first rows.
         y : array-like of shape (n_samples,)
             Labels, each one a label of some head.
 
@@ -324,7 +327,9 @@ class MergedHeadsClassifier(DocLinkMixin, ClassifierMixin, BaseEstimator):
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
+        X : array-like or dask collection of shape (n_samples, n_features)
+            A dask array or DataFrame gives a lazy dask array of the same
+            rows, computed block by block (user guide: *Large data and clusters*).
 
         Returns
         -------
@@ -355,7 +360,9 @@ class MergedHeadsClassifier(DocLinkMixin, ClassifierMixin, BaseEstimator):
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
+        X : array-like or dask collection of shape (n_samples, n_features)
+            A dask array or DataFrame gives a lazy dask array of the same
+            rows, computed block by block (user guide: *Large data and clusters*).
 
         Returns
         -------
