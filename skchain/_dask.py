@@ -88,9 +88,10 @@ def dask_fit(refusal, *, texts=False):
 
     def decorate(method):
         @functools.wraps(method)
-        def wrapper(self, X, y=None, **params):
+        def wrapper(self, X, *args, **params):
             if not is_dask(X):
-                return method(self, X, y, **params)
+                return method(self, X, *args, **params)  # its own signature's errors
+            y = args[0] if args else params.pop("y", None)
             who = type(self).__name__
             reason = refusal(self)
             if reason is not None:
@@ -129,9 +130,9 @@ def dask_fit_transform(method):
     one taking the collection its own way (a streaming fit, a lazy result)."""
 
     @functools.wraps(method)
-    def wrapper(self, X, y=None, **params):
+    def wrapper(self, X, *args, **params):
         if not is_dask(X):
-            return method(self, X, y, **params)
-        return self.fit(X, y, **params).transform(X)
+            return method(self, X, *args, **params)
+        return self.fit(X, *args, **params).transform(X)
 
     return wrapper
