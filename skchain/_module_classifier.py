@@ -10,12 +10,14 @@ from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import column_or_1d
 
+from ._dask import blockwise, dask_fit
 from ._members import fit_or_restore, run_torch
 from ._models import MODEL_CONSTRAINT, as_module
+from ._onnx_model import OnnxModel
 from ._params import ParamsChecked
 from ._repr import DocLinkMixin
 from ._inputs import check_rows
-from ._runner import normalize_proba, to_proba
+from ._runner import module_lock, normalize_proba, resolve_device, to_proba
 from ._sklearn_compat import Interval, StrOptions, _fit_context
 
 __all__ = ["ModuleClassifier"]
@@ -27,6 +29,14 @@ _PROBA_SUM_TOL = 1e-3
 
 def _as_float64(t):
     return t.to(torch.float64)
+
+
+def _lives_on(module, device):
+    target = torch.device(device)
+    return all(
+        t.device.type == target.type and target.index in (None, t.device.index)
+        for t in [*module.parameters(), *module.buffers()]
+    )
 
 
 def check_known_labels(y, classes, who):
@@ -68,13 +78,24 @@ class ModuleClassifier(ParamsChecked, DocLinkMixin, ClassifierMixin, BaseEstimat
         a ``ValueError``; outputs that look like probabilities with
         ``"logits"`` give a ``UserWarning``.
     batch_size : int, default=1024
-        Rows per forward pass. The batches go to the device the module lives
-        on: move it first (``module.to("cuda")``) to predict on a GPU.
+        Rows per forward pass.
+    device : {"auto", "cpu", "cuda"}, str, torch.device or None, default=None
+        Where the module runs; the batches are moved there, never the whole
+        ``X``, and the results come back as NumPy on the CPU. ``None`` runs it
+        where it lives; ``"auto"`` picks CUDA when available. Your module is
+        never moved: when it lives elsewhere, ``fit`` makes one private copy
+        on ``device`` (``module_``), which later calls reuse; used without
+        ``fit``, each call makes its own copy. Move the module yourself
+        (``module.to("cuda")``) and keep ``device=None`` to run without a
+        copy.
 
     Attributes
     ----------
     classes_ : ndarray of shape (n_classes,)
         ``classes`` as an array.
+    module_ : torch.nn.Module
+        The module that runs (only after ``fit``): ``module`` itself, or its
+        copy on ``device``.
     n_features_in_ : int
         Number of features seen in ``fit`` (only after ``fit``; before it, any
         width the module accepts is used).
@@ -104,13 +125,15 @@ class ModuleClassifier(ParamsChecked, DocLinkMixin, ClassifierMixin, BaseEstimat
         "classes": ["array-like"],
         "output": [StrOptions({"logits", "proba"})],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "device": [StrOptions({"auto", "cpu", "cuda"}), str, torch.device, None],
     }
 
-    def __init__(self, module, classes, *, output="logits", batch_size=1024):
+    def __init__(self, module, classes, *, output="logits", batch_size=1024, device=None):
         self.module = module
         self.classes = classes
         self.output = output
         self.batch_size = batch_size
+        self.device = device
 
     def __sklearn_clone__(self):
         # As sklearn.frozen.FrozenEstimator: the pretrained module (a torch
@@ -145,6 +168,7 @@ class ModuleClassifier(ParamsChecked, DocLinkMixin, ClassifierMixin, BaseEstimat
         return tags
 
     @_fit_context(prefer_skip_nested_validation=True)
+    @dask_fit(lambda self: None)
     def fit(self, X, y=None):
         """Check ``X`` (and ``y``) and record their width; the module is not trained.
 
@@ -154,8 +178,10 @@ class ModuleClassifier(ParamsChecked, DocLinkMixin, ClassifierMixin, BaseEstimat
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
+            Of a dask array or DataFrame only the first rows are read.
         y : array-like of shape (n_samples,), default=None
-            If given, every label must be one of ``classes``.
+            If given, every label must be one of ``classes`` (with a dask
+            ``X``: its length is checked, its first labels).
 
         Returns
         -------
@@ -173,8 +199,25 @@ class ModuleClassifier(ParamsChecked, DocLinkMixin, ClassifierMixin, BaseEstimat
                     )
                 check_classification_targets(y)
                 check_known_labels(y, classes, type(self).__name__)
+            running = self._running_module()
+            self.module_ = running
+            self._module_on_device_ = (self.module, resolve_device(self.device), running)
             self._proba_from_rows(X32[:1])
         return self
+
+    def _running_module(self):
+        """The module to run: ``module``, or a copy of it on ``device`` (the
+        one ``fit`` made, while ``module`` and ``device`` are still those)."""
+        device = resolve_device(self.device)
+        module = as_module(self.module, "module")
+        # An ONNX model runs in onnxruntime, wherever ``device`` is: no copy.
+        if device is None or isinstance(module, OnnxModel) or _lives_on(module, device):
+            return module
+        kept = vars(self).get("_module_on_device_")
+        if kept is not None and kept[0] is self.module and kept[1] == device:
+            return kept[2]
+        with module_lock(module):  # not while another thread runs it
+            return copy.deepcopy(module).to(device)
 
     def _proba_from_rows(self, X32, who=None):
         """Probabilities for validated C-ordered float32 rows (the runner path)."""
@@ -189,7 +232,7 @@ class ModuleClassifier(ParamsChecked, DocLinkMixin, ClassifierMixin, BaseEstimat
             return to_proba(t) if self.output == "logits" else _as_float64(t)
 
         proba = run_torch(
-            as_module(self.module, "module"),
+            self._running_module(),
             X32,
             f"{who}'s module",
             batch_size=self.batch_size,
@@ -226,12 +269,15 @@ class ModuleClassifier(ParamsChecked, DocLinkMixin, ClassifierMixin, BaseEstimat
                 )
         return proba
 
+    @blockwise(lambda self: ((self.classes_.size,), np.float64))
     def predict_proba(self, X):
         """Class probabilities from the module, in float64.
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
+        X : array-like or dask collection of shape (n_samples, n_features)
+            A dask array or DataFrame gives a lazy dask array of the same
+            rows, computed block by block (user guide: *Large data and clusters*).
             Any numeric dtype, memory order or container; NaN or infinity is
             a ``ValueError``.
 
@@ -244,12 +290,15 @@ class ModuleClassifier(ParamsChecked, DocLinkMixin, ClassifierMixin, BaseEstimat
         X32 = check_rows(self, X, reset=False)
         return self._proba_from_rows(X32)
 
+    @blockwise(lambda self: ((), self.classes_.dtype))
     def predict(self, X):
         """The most probable class of each row.
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
+        X : array-like or dask collection of shape (n_samples, n_features)
+            A dask array or DataFrame gives a lazy dask array of the same
+            rows, computed block by block (user guide: *Large data and clusters*).
 
         Returns
         -------

@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader
 from ._batches import TensorBatches
 from ._cache import CACHE_CONSTRAINT, cached_outputs, callable_id, model_fingerprint
 from ._crossfit import check_splits, cross_fit, resolve_cv
+from ._dask import blockwise, dask_fit, dask_fit_transform
 from ._outputs import describe_net, feature_names, net_kind, plan_output, target_aligned
 from ._params import ParamsChecked
 from ._repr import DocLinkMixin
@@ -365,6 +366,7 @@ class NeuralTransformer(ParamsChecked, DocLinkMixin, TransformerMixin, BaseEstim
     # -- fit -------------------------------------------------------------------
 
     @_fit_context(prefer_skip_nested_validation=True)
+    @dask_fit(lambda self: None if self._uses_pretrained else "it trains its net on X")
     def fit(self, X, y=None, sample_weight=None, groups=None, **fit_params):
         """Train the net on ``(X, y)`` (a net used as it is is only checked).
 
@@ -374,7 +376,10 @@ class NeuralTransformer(ParamsChecked, DocLinkMixin, TransformerMixin, BaseEstim
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
-            Training rows; any numeric dtype, converted to float32 once.
+            Training rows; any numeric dtype, converted to float32 once. A
+            dask array or DataFrame: a net used as it is reads only its
+            first rows (it learns nothing from them); a net trained here
+            raises a ``TypeError`` (fit on ``X.compute()`` or a subsample).
         y : array-like of shape (n_samples,) or (n_samples, n_targets), default=None
             Targets. Class labels of any type for classifiers; ``None`` for a
             net trained without target. Ignored by a net used as it is.
@@ -404,6 +409,7 @@ class NeuralTransformer(ParamsChecked, DocLinkMixin, TransformerMixin, BaseEstim
         return self
 
     @_fit_context(prefer_skip_nested_validation=True)
+    @dask_fit_transform
     def fit_transform(self, X, y=None, sample_weight=None, groups=None, **fit_params):
         """Fit the net and return outputs for ``X`` -- out of fold when cross-fitting.
 
@@ -657,6 +663,7 @@ class NeuralTransformer(ParamsChecked, DocLinkMixin, TransformerMixin, BaseEstim
     def _state(self):
         return {key: getattr(self, key, None) for key in _FITTED}
 
+    @blockwise(lambda self: ((len(self._feature_names_out),), np.float32))
     def transform(self, X):
         """Run the net on ``X`` and return the selected output.
 
@@ -665,7 +672,9 @@ class NeuralTransformer(ParamsChecked, DocLinkMixin, TransformerMixin, BaseEstim
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
+        X : array-like or dask collection of shape (n_samples, n_features)
+            A dask array or DataFrame gives a lazy dask array of the same
+            rows, computed block by block (user guide: *Large data and clusters*).
 
         Returns
         -------

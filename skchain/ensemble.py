@@ -38,6 +38,7 @@ from sklearn.utils.validation import (
     column_or_1d,
 )
 
+from ._dask import blockwise, dask_fit
 from ._members import (
     check_member_widths,
     check_members,
@@ -56,6 +57,9 @@ __all__ = ["ModuleClassifier", "OutputEnsembleClassifier", "OutputEnsembleRegres
 # Probabilities are clipped here before the log in the learned-weights loss, so a
 # member that gives a true class probability 0 costs a large but finite loss.
 _EPS = 1e-12
+
+# Why an ensemble that learns its combination cannot fit on a dask array.
+_LEARNS = "it learns its weights or final_estimator from the members' outputs on every row"
 
 
 def _check_weights(weights, n_members):
@@ -352,6 +356,7 @@ class OutputEnsembleClassifier(ClassifierMixin, _OutputEnsemble):
         return np.concatenate([eye[v] for v in self._member_votes(rows)], axis=1)
 
     @_fit_context(prefer_skip_nested_validation=False)
+    @dask_fit(lambda self: _LEARNS if self._learns else None)
     def fit(self, X, y=None):
         """Check the members and learn how to combine them; no member is trained.
 
@@ -361,7 +366,8 @@ class OutputEnsembleClassifier(ClassifierMixin, _OutputEnsemble):
         ----------
         X : array-like of shape (n_samples, n_features)
             Rows the members did not see in training (for ``weights="learn"``
-            and ``final_estimator``); with fixed weights only checked.
+            and ``final_estimator``); with fixed weights only checked (of a
+            dask array, only its first rows; learning needs rows in memory).
         y : array-like of shape (n_samples,), default=None
             True labels; needed for ``weights="learn"`` and ``final_estimator``.
 
@@ -412,12 +418,15 @@ class OutputEnsembleClassifier(ClassifierMixin, _OutputEnsemble):
         return not (isinstance(self.voting, str) and self.voting == "hard")
 
     @available_if(_soft)
+    @blockwise(lambda self: ((self.classes_.size,), np.float64))
     def predict_proba(self, X):
         """Weighted mean of the members' probabilities (soft voting only).
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
+        X : array-like or dask collection of shape (n_samples, n_features)
+            A dask array or DataFrame gives a lazy dask array of the same
+            rows, computed block by block (user guide: *Large data and clusters*).
 
         Returns
         -------
@@ -434,12 +443,15 @@ class OutputEnsembleClassifier(ClassifierMixin, _OutputEnsemble):
             return proba
         return np.tensordot(self.weights_, self._member_probas(rows), axes=1)
 
+    @blockwise(lambda self: ((), self.classes_.dtype))
     def predict(self, X):
         """The combined prediction: soft average or hard weighted vote.
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
+        X : array-like or dask collection of shape (n_samples, n_features)
+            A dask array or DataFrame gives a lazy dask array of the same
+            rows, computed block by block (user guide: *Large data and clusters*).
 
         Returns
         -------
@@ -458,12 +470,19 @@ class OutputEnsembleClassifier(ClassifierMixin, _OutputEnsemble):
         # argmax returns the first maximum: ties go to the label sorted first.
         return self.classes_[np.argmax(counts, axis=1)]
 
+    @blockwise(
+        lambda self: ((len(self.estimators) * self.classes_.size,), np.float64)
+        if self.voting == "soft"
+        else ((len(self.estimators),), self.classes_.dtype)
+    )
     def transform(self, X):
         """The members' outputs side by side, as ``VotingClassifier.transform``.
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
+        X : array-like or dask collection of shape (n_samples, n_features)
+            A dask array or DataFrame gives a lazy dask array of the same
+            rows, computed block by block (user guide: *Large data and clusters*).
 
         Returns
         -------
@@ -582,6 +601,7 @@ class OutputEnsembleRegressor(RegressorMixin, _OutputEnsemble):
         return np.stack(preds)
 
     @_fit_context(prefer_skip_nested_validation=False)
+    @dask_fit(lambda self: _LEARNS if self._learns else None)
     def fit(self, X, y=None):
         """Check the members and learn their weights or combiner; no member is trained.
 
@@ -590,7 +610,9 @@ class OutputEnsembleRegressor(RegressorMixin, _OutputEnsemble):
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
-            Held-out rows (for ``weights="learn"`` and ``final_estimator``).
+            Held-out rows (for ``weights="learn"`` and ``final_estimator``,
+            in memory); with fixed weights only checked (of a dask array,
+            only its first rows).
         y : array-like of shape (n_samples,) or (n_samples, n_targets), default=None
             Needed for ``weights="learn"`` and ``final_estimator``.
 
@@ -649,12 +671,17 @@ class OutputEnsembleRegressor(RegressorMixin, _OutputEnsemble):
             w = np.ones(n)
         self.weights_ = w / w.sum()
 
+    @blockwise(
+        lambda self: ((() if self.n_targets_ == 1 else (self.n_targets_,)), np.float64)
+    )
     def predict(self, X):
         """The weighted mean of the members' predictions (or the combiner's).
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
+        X : array-like or dask collection of shape (n_samples, n_features)
+            A dask array or DataFrame gives a lazy dask array of the same
+            rows, computed block by block (user guide: *Large data and clusters*).
 
         Returns
         -------
@@ -670,12 +697,15 @@ class OutputEnsembleRegressor(RegressorMixin, _OutputEnsemble):
             out = np.tensordot(self.weights_, preds, axes=1)
         return out.reshape(out.shape[0]) if self.n_targets_ == 1 else out
 
+    @blockwise(lambda self: ((len(self.estimators) * self.n_targets_,), np.float64))
     def transform(self, X):
         """The members' predictions side by side, as ``VotingRegressor.transform``.
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
+        X : array-like or dask collection of shape (n_samples, n_features)
+            A dask array or DataFrame gives a lazy dask array of the same
+            rows, computed block by block (user guide: *Large data and clusters*).
 
         Returns
         -------

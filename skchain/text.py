@@ -20,10 +20,12 @@ from contextlib import contextmanager
 from numbers import Integral
 
 import numpy as np
+import torch
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
 from ._cache import CACHE_CONSTRAINT, cached_outputs, model_fingerprint, weights_digest
+from ._dask import blockwise, dask_fit
 from ._inputs import check_texts
 from ._params import ParamsChecked
 from ._repr import DocLinkMixin
@@ -190,7 +192,7 @@ class TextEmbedder(ParamsChecked, DocLinkMixin, TransformerMixin, BaseEstimator)
         similarities. (all-MiniLM-L6-v2 already returns unit vectors.)
     batch_size : int, default=32
         Texts per forward pass.
-    device : {"auto", "cpu", "cuda"}, str or None, default=None
+    device : {"auto", "cpu", "cuda"}, str, torch.device or None, default=None
         Where the model runs. ``None`` lets sentence-transformers choose (CUDA
         when available); ``"auto"`` does the same explicitly.
     cache : "auto", bool, str, os.PathLike or joblib.Memory, default="auto"
@@ -263,7 +265,7 @@ class TextEmbedder(ParamsChecked, DocLinkMixin, TransformerMixin, BaseEstimator)
         "model_name": [str, os.PathLike],
         "normalize": ["boolean"],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
-        "device": [StrOptions({"auto", "cpu", "cuda"}), str, None],
+        "device": [StrOptions({"auto", "cpu", "cuda"}), str, torch.device, None],
         "cache": CACHE_CONSTRAINT,
     }
 
@@ -294,13 +296,15 @@ class TextEmbedder(ParamsChecked, DocLinkMixin, TransformerMixin, BaseEstimator)
         return hasattr(self, "model_")
 
     @_fit_context(prefer_skip_nested_validation=True)
+    @dask_fit(lambda self: None, texts=True)
     def fit(self, X, y=None):
         """Load the model and check ``X``; nothing is learned from the texts.
 
         Parameters
         ----------
         X : list of str, array-like of str of shape (n_samples,) or DataFrame
-            The texts; a DataFrame must have exactly one column.
+            The texts; a DataFrame must have exactly one column. Of a dask
+            collection only the first texts are read.
         y : None
             Ignored.
 
@@ -327,12 +331,15 @@ class TextEmbedder(ParamsChecked, DocLinkMixin, TransformerMixin, BaseEstimator)
             dim = self._encode(["dimension probe"]).shape[1]
         return dim
 
+    @blockwise(lambda self: ((self.embedding_dim_,), np.float32), texts=True)
     def transform(self, X):
         """Embed the texts of ``X``.
 
         Parameters
         ----------
         X : list of str, array-like of str of shape (n_samples,) or DataFrame
+            A dask array, Series or DataFrame of texts gives a lazy dask array of the same
+            rows, computed block by block (user guide: *Large data and clusters*).
 
         Returns
         -------

@@ -163,6 +163,21 @@ def _mixed_frame(X):
     return df.astype({"f0": "int64", "f1": "int8", "f2": "float64", "f3": "Int64"})
 
 
+def _dask_array(X, chunks=(70, 5)):
+    da = pytest.importorskip("dask.array")
+    return da.from_array(X, chunks=chunks)
+
+
+def _dask_frame(X):
+    dd = pytest.importorskip("dask.dataframe")
+    return dd.from_pandas(pd.DataFrame(X), npartitions=3)
+
+
+def _dask_unknown_chunks(X):
+    Xd = _dask_array(X)
+    return Xd[Xd[:, 0] >= 0]
+
+
 SAME = {
     "float64": lambda X: X.astype(np.float64),
     "float32_fortran": lambda X: np.asfortranarray(X.astype(np.float32)),
@@ -180,6 +195,9 @@ SAME = {
     "numeric_strings": lambda X: X.astype(str).astype(object),
     "one_row": lambda X: X[:1],
     "two_rows": lambda X: X[:2],
+    # Computed by _call: a lazy dask array, block by block (tests/test_dask.py).
+    "dask_array": _dask_array,
+    "dask_dataframe": _dask_frame,
 }
 
 
@@ -234,6 +252,10 @@ ERROR = {
     "complex": lambda X: X.astype(np.complex128),
     "scalar": lambda X: 3.0,
     "none": lambda X: None,
+    "dask_nan": lambda X: _dask_array(_with(np.nan)(X)),
+    "dask_unknown_chunks": _dask_unknown_chunks,
+    "dask_too_few_columns": lambda X: _dask_array(X[:, :-1]),
+    "dask_one_d": lambda X: _dask_array(X[:, 0], chunks=70),
 }
 
 
@@ -265,7 +287,10 @@ def _call(est, method, X):
         # A DataFrame given to an estimator fitted on an array is a warning in
         # scikit-learn; the result must still be right.
         warnings.filterwarnings("ignore", message="X has feature names")
-        return getattr(est, method)(X)
+        result = getattr(est, method)(X)
+    if hasattr(result, "dask"):  # a lazy dask result: its errors come at compute
+        return result.compute()
+    return result
 
 
 @pytest.mark.parametrize("kind", sorted(SAME))

@@ -13,6 +13,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_consistent_length, check_is_fitted, column_or_1d
 from torch import nn
 
+from .._dask import blockwise, dask_fit
 from .._models import MODEL_CONSTRAINT
 from .._params import ParamsChecked
 from .._repr import DocLinkMixin
@@ -213,6 +214,11 @@ class MergedHeadsClassifier(ParamsChecked, DocLinkMixin, ClassifierMixin, BaseEs
         return hasattr(self, "merged_")
 
     @_fit_context(prefer_skip_nested_validation=True)
+    @dask_fit(
+        lambda self: None
+        if self.calibration is None
+        else "it fits its calibration on the heads' outputs for every row"
+    )
     def fit(self, X, y):
         """Fit the calibration on held-out rows; the networks are not trained.
 
@@ -222,7 +228,10 @@ class MergedHeadsClassifier(ParamsChecked, DocLinkMixin, ClassifierMixin, BaseEs
             Backbone inputs, one row per sample (any numeric dtype, memory
             order or container, converted to C-ordered float32 once). Image
             backbones reshape the rows themselves, e.g. with a first
-            ``nn.Unflatten(1, (1, 8, 8))`` layer.
+            ``nn.Unflatten(1, (1, 8, 8))`` layer. A dask array is refused
+            (the calibration needs the heads' outputs on every row: compute
+            the held-out rows), except with ``calibration=None``, which reads
+            only its first rows.
         y : array-like of shape (n_samples,)
             Labels, each one a label of some head.
 
@@ -314,12 +323,15 @@ class MergedHeadsClassifier(ParamsChecked, DocLinkMixin, ClassifierMixin, BaseEs
         with _holding(merged):
             return run_module(module, X, batch_size=self.batch_size, **kwargs)
 
+    @blockwise(lambda self: ((len(self.classes_),), np.float64))
     def predict_proba(self, X):
         """Probabilities over :attr:`classes_`.
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
+        X : array-like or dask collection of shape (n_samples, n_features)
+            A dask array or DataFrame gives a lazy dask array of the same
+            rows, computed block by block (user guide: *Large data and clusters*).
 
         Returns
         -------
@@ -345,12 +357,15 @@ class MergedHeadsClassifier(ParamsChecked, DocLinkMixin, ClassifierMixin, BaseEs
         out[:, np.searchsorted(self.classes_, self.combiner_.classes_)] = proba
         return out
 
+    @blockwise(lambda self: ((), self.classes_.dtype))
     def predict(self, X):
         """The most probable label of each row.
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
+        X : array-like or dask collection of shape (n_samples, n_features)
+            A dask array or DataFrame gives a lazy dask array of the same
+            rows, computed block by block (user guide: *Large data and clusters*).
 
         Returns
         -------

@@ -1,0 +1,215 @@
+"""Dask in, dask out: throughput against a hand-written ``map_blocks``, and peak memory.
+
+1. **Throughput.** Embedding ``--rows`` rows of 64 float32 features (a dask
+   array of 65,536-row blocks, generated on the workers) with a frozen MLP
+   64-512-512-64 (0.66 MFLOP per row), summed on the workers so that only
+   the 64 sums come back: ``NeuralTransformer(module, cache=False).transform(X)``
+   against the loop a user would write by hand,
+   ``X.map_blocks(lambda b: module(torch.from_numpy(b)).numpy())`` under
+   ``torch.inference_mode``, on a ``LocalCluster`` of 1, 2 (and 4) worker
+   processes with one thread each. Median of ``--repeat`` runs, the two
+   interleaved; the ratio is skchain's rows/s over the hand loop's.
+2. **Peak memory.** ``NeuralTransformer.transform`` of 1M, 4M and 16M rows
+   (256 MB, 1 GB, 4 GB of float32) held as a dask array, summed, on the
+   synchronous scheduler, each size in a fresh process: its peak RSS
+   (``ru_maxrss``) against the process's RSS before the call. With
+   ``cache=False`` and with the default ``cache="auto"`` (whose in-memory
+   store is bounded at 1 GiB per process).
+
+Run: ``python benchmarks/bench_dask.py [--quick] [--print] [--workers 1 2 4]
+[--sizes 1 4 16] [--rows N]``. ``--print`` prints the section instead of
+writing it to RESULTS.md (``--quick`` never writes).
+"""
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parents[1]))  # the skchain of this checkout
+from _common import markdown_table, write_section  # noqa: E402
+
+FEATURES = 64
+BLOCK = 65_536
+
+
+def make_module():
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Linear(FEATURES, 512), nn.ReLU(), nn.Linear(512, 512), nn.ReLU(),
+        nn.Linear(512, FEATURES),
+    ).eval()
+
+
+def rows(n, seed=0):
+    """``n`` x 64 float32 rows as a lazy dask array: each block is generated
+    where it is computed, so no process ever holds the whole array."""
+    import dask.array as da
+
+    return da.random.RandomState(seed).standard_normal(
+        (n, FEATURES), chunks=(BLOCK, FEATURES)
+    ).astype(np.float32)
+
+
+def _hand_block(block, module):
+    with torch.inference_mode():
+        return module(torch.from_numpy(np.ascontiguousarray(block))).numpy()
+
+
+def hand_written(X, module):
+    return X.map_blocks(_hand_block, module=module, dtype=np.float32,
+                        chunks=(X.chunks[0], (FEATURES,)))
+
+
+# -- 1. throughput ----------------------------------------------------------------
+
+
+def bench_throughput(n_rows, workers, repeat):
+    from dask.distributed import Client, LocalCluster
+
+    from skchain import NeuralTransformer
+
+    module = make_module()
+    nt = NeuralTransformer(module, cache=False, batch_size=BLOCK).fit(np.zeros((2, FEATURES),
+                                                                             np.float32))
+    table = []
+    for n_workers in workers:
+        with LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
+                          host="127.0.0.1", dashboard_address=None) as cluster, \
+                Client(cluster) as client:
+            X = rows(n_rows)
+            runs = {"skchain": [], "hand": []}
+            exact = None
+            for i in range(repeat + 1):  # the first round warms the workers up
+                for name, build in (("skchain", lambda: nt.transform(X)),
+                                    ("hand", lambda: hand_written(X, module))):
+                    start = time.perf_counter()
+                    total = client.compute(build().sum(axis=0)).result()
+                    if i:
+                        runs[name].append(time.perf_counter() - start)
+                    if name == "skchain":
+                        exact = total
+                    else:
+                        np.testing.assert_allclose(total, exact, rtol=1e-3, atol=1e-2)
+        skchain_t, hand_t = (statistics.median(runs[k]) for k in ("skchain", "hand"))
+        table.append({
+            "workers": n_workers,
+            "rows": f"{n_rows:,}",
+            "skchain rows/s": f"{n_rows / skchain_t:,.0f}",
+            "hand map_blocks rows/s": f"{n_rows / hand_t:,.0f}",
+            "ratio": f"{hand_t / skchain_t:.2f}x",
+        })
+        print(table[-1], flush=True)
+    return table
+
+
+# -- 2. peak memory -----------------------------------------------------------------
+
+
+def _rss_child(n_rows, cache):
+    """In a fresh process: peak RSS of one transform of ``n_rows`` dask rows."""
+    import dask
+
+    from skchain import NeuralTransformer
+
+    torch.set_num_threads(1)
+    module = make_module()
+    nt = NeuralTransformer(module, cache=cache, batch_size=4096).fit(
+        np.zeros((2, FEATURES), np.float32))
+    X = rows(n_rows)
+    before = _rss_mb()
+    start = time.perf_counter()
+    with dask.config.set(scheduler="synchronous"):
+        total = nt.transform(X).sum(axis=0).compute()
+    seconds = time.perf_counter() - start
+    assert np.isfinite(total).all()
+    return {"before_mb": before, "peak_mb": _peak_mb(), "seconds": seconds}
+
+
+def _rss_mb():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def _peak_mb():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
+
+
+def bench_memory(sizes, caches):
+    table = []
+    for cache in caches:
+        for millions in sizes:
+            n = int(millions * 1_000_000)
+            out = subprocess.run(
+                [sys.executable, __file__, "--rss-child", str(n), cache],
+                capture_output=True, text=True, check=True,
+            )
+            result = json.loads(out.stdout.strip().splitlines()[-1])
+            table.append({
+                "cache": cache,
+                "rows": f"{n:,}",
+                "data (float32)": f"{n * FEATURES * 4 / 2**20:,.0f} MB",
+                "RSS before": f"{result['before_mb']:,.0f} MB",
+                "peak RSS": f"{result['peak_mb']:,.0f} MB",
+                "time": f"{result['seconds']:.1f} s",
+            })
+            print(table[-1], flush=True)
+    return table
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--print", action="store_true", help="do not write RESULTS.md")
+    parser.add_argument("--workers", type=int, nargs="+", default=None)
+    parser.add_argument("--sizes", type=float, nargs="+", default=None,
+                        help="millions of rows for the memory part (default 1 4 16)")
+    parser.add_argument("--rows", type=int, default=None, help="rows for the throughput part")
+    parser.add_argument("--repeat", type=int, default=None)
+    parser.add_argument("--only", choices=["throughput", "memory"], default=None)
+    parser.add_argument("--rss-child", nargs=2, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.rss_child:
+        n, cache = args.rss_child
+        cache = {"False": False, "True": True}.get(cache, cache)
+        print(json.dumps(_rss_child(int(n), cache)))
+        return
+    workers = args.workers or ([1, 2] if args.quick else [1, 2, 4])
+    n_rows = args.rows or (200_000 if args.quick else 1_000_000)
+    repeat = args.repeat or (1 if args.quick else 3)
+    sizes = args.sizes or ([0.5] if args.quick else [1, 4, 16])
+    parts = []
+    if args.only in (None, "throughput"):
+        table = bench_throughput(n_rows, workers, repeat)
+        parts.append(
+            "Throughput: a frozen 64-512-512-64 MLP over dask rows on a LocalCluster "
+            "(one thread per worker process), skchain's lazy transform against a "
+            "hand-written `map_blocks` loop (ratio > 1: skchain faster).\n\n"
+            + markdown_table(table, list(table[0]))
+        )
+    if args.only in (None, "memory"):
+        table = bench_memory(sizes, ["False", "auto"])
+        parts.append(
+            "Peak memory: one transform over dask rows (65,536-row blocks, summed), "
+            "synchronous scheduler, a fresh process per row count.\n\n"
+            + markdown_table(table, list(table[0]))
+        )
+    body = "\n\n".join(parts)
+    if args.quick or args.print:
+        print(body)
+    else:
+        write_section("bench_dask", body)
+
+
+if __name__ == "__main__":
+    main()
