@@ -115,7 +115,9 @@ def test_fit_transform_walks_through_few_modules(width, cache, monkeypatch):
     X = np.random.RandomState(0).rand(50, 8)
     path = walk(NeuralTransformer(_module(width), cache=cache).fit_transform, X)
     moves, climbs = moves_and_climbs(path)
-    assert path[0] == "skchain._neural" and "skchain._inputs" in path
+    # (The first module is the one of fit_transform's decorator, which sends a
+    # dask array elsewhere.)
+    assert "skchain._neural" in path[:3] and "skchain._inputs" in path
     assert moves <= 14, path
     assert len(climbs) <= 4, climbs
 
