@@ -18,6 +18,13 @@ it like any module.
   torch layer.
 - **Fingerprint**: its ``repr`` holds a digest of the model's bytes, which is
   what the cache's fingerprint of a module without weights reads.
+- **External data** (:mod:`skchain._onnx_data`): a model saved with its
+  weights in files beside it (``save_as_external_data=True``, the format of
+  models over 2 GB) is kept without them; onnxruntime reads them from the
+  model's folder, the digest covers their bytes, and a file that changes
+  after it was read is an error, never a silently mixed model.
+- **Parts of the graph**: ``_head_from(value)`` is the graph after a value,
+  the head of ``(model, value)`` in :func:`~skchain.merge_heads`.
 """
 
 import hashlib
@@ -29,8 +36,9 @@ import torch
 from torch import nn
 
 from ._capture import LayerNaming
+from ._onnx_data import FOLDER_OPTION, ExternalFiles, external_locations, load_external_data
 
-__all__ = ["OnnxModel", "OnnxNaming", "is_onnx_source", "load_onnx_bytes"]
+__all__ = ["OnnxModel", "OnnxNaming", "is_onnx_source", "load_onnx_bytes", "nodes_between"]
 
 # ONNX element types onnxruntime reports as "tensor(<name>)" -> NumPy dtypes.
 _FLOAT_TYPES = {
@@ -61,6 +69,14 @@ def _import_onnx():
     return onnx, onnxruntime
 
 
+def _unreadable(source, exc):
+    return ValueError(
+        f"{source} could not be read as an ONNX model ({type(exc).__name__}: "
+        f"{str(exc)[:200]}); pass a valid .onnx file (e.g. from "
+        "torch.onnx.export or tf2onnx)."
+    )
+
+
 def _is_model_proto(obj):
     return type(obj).__name__ == "ModelProto" and hasattr(obj, "SerializeToString")
 
@@ -82,7 +98,15 @@ def load_onnx_bytes(source):
     if isinstance(source, (bytes, bytearray)):
         return bytes(source), "<bytes>"
     if _is_model_proto(source):
-        return source.SerializeToString(), "<ModelProto>"
+        try:
+            return source.SerializeToString(), "<ModelProto>"
+        except ValueError as exc:  # protobuf refuses messages over 2 GB
+            raise ValueError(
+                f"This onnx.ModelProto cannot be serialized ({exc}): a model over 2 GB "
+                "keeps its weights in external files. Save it with "
+                "onnx.save_model(model, path, save_as_external_data=True) and pass "
+                "the path."
+            ) from None
     if isinstance(source, (str, os.PathLike)):
         path = os.fspath(source)
         if not os.path.isfile(path):
@@ -129,6 +153,16 @@ class OnnxModel(nn.Module):
     raises a ``ValueError``. ``copy.deepcopy`` and pickling keep the model's
     bytes and open a new session.
 
+    A model saved with external data (``onnx.save_model(model, path,
+    save_as_external_data=True, location=...)``, how models over 2 GB are
+    stored) is given by its path: the weights files are found in the model's
+    folder, as onnx and onnxruntime find them, and read by onnxruntime (the
+    graph is kept without them, so its size does not matter). They are part
+    of :attr:`digest`; a weights file that changes after this object read it
+    is a ``ValueError`` at the next forward (build a new one), and a
+    ``ModelProto`` whose external data was not loaded is refused, naming the
+    file. Copies and pickles refer to the same files.
+
     Parameters
     ----------
     model : str, os.PathLike, onnx.ModelProto or bytes
@@ -152,7 +186,8 @@ class OnnxModel(nn.Module):
     output_names : list of str
         Names of the graph's outputs.
     digest : str
-        BLAKE2b digest of the model's bytes (what the cache's fingerprint reads).
+        BLAKE2b digest of the model's bytes and of its external data files
+        (what the cache's fingerprint reads).
 
     Examples
     --------
@@ -183,22 +218,53 @@ class OnnxModel(nn.Module):
         data, source = load_onnx_bytes(model)
         try:
             proto = onnx.load_from_string(data)
-            onnx.checker.check_model(proto)
         except Exception as exc:
-            raise ValueError(
-                f"{source} could not be read as an ONNX model ({type(exc).__name__}: "
-                f"{str(exc)[:200]}); pass a valid .onnx file (e.g. from "
-                "torch.onnx.export or tf2onnx)."
-            ) from None
+            raise _unreadable(source, exc) from None
+        # Weights in external files (models over 2 GB): found in the model's
+        # folder, as onnx and onnxruntime find them (skchain._onnx_data).
+        locations = external_locations(proto)
+        files = None
+        if locations:
+            folder = None
+            if isinstance(model, (str, os.PathLike)):
+                folder = os.path.dirname(os.path.abspath(os.fspath(model)))
+            files = ExternalFiles(locations, folder, source)
+        try:
+            # A file with external data is checked from its path, where the
+            # checker finds the files (and a model over 2 GB is not loaded).
+            onnx.checker.check_model(source if files is not None else proto)
+        except Exception as exc:
+            raise _unreadable(source, exc) from None
+        self._init_from(proto, data, source, files, output=output, providers=providers)
+
+    def _init_from(self, proto, data, source, files, *, output, providers):
         self.source = source
         self.providers = list(providers) if providers is not None else ["CPUExecutionProvider"]
         # Of the parsed model, so that a file and the ModelProto read from it
-        # (or the same model saved elsewhere) give one digest.
-        self.digest = hashlib.blake2b(
-            proto.SerializeToString(deterministic=True), digest_size=16
-        ).hexdigest()
+        # (or the same model saved elsewhere) give one digest; and of the
+        # external files' bytes, which the graph only names.
+        hasher = hashlib.blake2b(proto.SerializeToString(deterministic=True), digest_size=16)
+        if files is not None:
+            files.update(hasher, external_locations(proto))
+        self.digest = hasher.hexdigest()
         self._bytes = data
+        self._files = files
         self._setup(proto, output)
+
+    def _proto(self, *, with_data=False):
+        """A private copy of the model; ``with_data``: with the external
+        files' weights loaded into it (the files checked unchanged)."""
+        onnx, _ = _import_onnx()
+        proto = onnx.load_from_string(self._bytes)
+        return load_external_data(proto, self._files) if with_data else proto
+
+    @property
+    def external_files(self):
+        """Paths of the files that hold weights of the model outside it
+        (``onnx.save_model(..., save_as_external_data=True)``); empty for a
+        model that holds all its weights."""
+        return [] if self._files is None else [self._files.paths[loc]
+                                                for loc in self._files.locations]
 
     def _setup(self, proto, output):
         graph = proto.graph
@@ -242,6 +308,8 @@ class OnnxModel(nn.Module):
     def _reset_runtime(self):
         self._sessions = {}  # frozenset of extra value names -> session
         self._taps = {}  # value name -> _Tap (not submodules: no state, no repr)
+        self._heads = {}  # value name -> OnnxModel of the graph after it
+        self._weight_digests = {}  # value name -> _weights_before(name)
         self._lock = threading.Lock()
 
     # -- sessions --------------------------------------------------------------
@@ -264,6 +332,11 @@ class OnnxModel(nn.Module):
                 data = proto.SerializeToString()
             options = ort.SessionOptions()
             options.log_severity_level = 3
+            if self._files is not None:
+                # The graph is given as bytes: onnxruntime reads the weights
+                # from the model's folder, once they are checked unchanged.
+                self._files.check_unchanged()
+                options.add_session_config_entry(FOLDER_OPTION, self._files.folder)
             try:
                 session = ort.InferenceSession(data, options, providers=self.providers)
             except Exception as exc:  # onnxruntime's own exception types
@@ -317,6 +390,96 @@ class OnnxModel(nn.Module):
                 tap = self._taps[name] = _Tap(name)
             return tap
 
+    # -- parts of the graph (merged heads) -----------------------------------
+
+    def _value_info(self, proto, name):
+        """The type of the value ``name`` (float of unknown shape when the
+        graph and shape inference give none)."""
+        onnx, _ = _import_onnx()
+        try:
+            inferred = onnx.shape_inference.infer_shapes(proto)
+        except Exception:  # the graph's own value infos, if any
+            inferred = proto
+        graph = inferred.graph
+        for info in [*graph.value_info, *graph.output, *graph.input]:
+            if info.name == name and info.type.HasField("tensor_type"):
+                out = onnx.ValueInfoProto()
+                out.CopyFrom(info)
+                return out
+        return onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None)
+
+    def _head_from(self, name):
+        """The graph after the value ``name`` -- what computes the output from
+        it -- as an :class:`OnnxModel` that takes ``name`` as its input: the
+        head of ``(model, name)`` in :func:`~skchain.merge_heads`. One per
+        value (shared by every merge), reading the same external files."""
+        self.tap(name)  # raises naming the values
+        with self._lock:
+            head = self._heads.get(name)
+        if head is not None:
+            return head
+        onnx, _ = _import_onnx()
+        proto = self._proto()
+        graph = proto.graph
+        final = self.output or self.output_names[0]
+        nodes = nodes_between(graph, [final], stop={name})
+        initializers = {init.name: init for init in graph.initializer}
+        produced = {out for i in nodes for out in graph.node[i].output} | {name}
+        needed = {inp for i in nodes for inp in graph.node[i].input if inp}
+        loose = sorted(needed - produced - set(initializers))
+        if loose:
+            raise ValueError(
+                f"In {self.source}, the output {final!r} depends on {loose[:3]} "
+                f"besides the value {name!r} (a connection around it), so the graph "
+                f"after {name!r} is no head on its own. Name a value that everything "
+                "after it goes through, such as the input of the last Gemm/MatMul "
+                f"({self._last_linear!r})."
+            )
+        output = next(o for o in graph.output if o.name == final)
+        sub = onnx.helper.make_graph(
+            [graph.node[i] for i in nodes], f"{graph.name} after {name}",
+            [self._value_info(proto, name)], [output],
+            initializer=[initializers[n] for n in sorted(needed & set(initializers))],
+        )
+        sub = onnx.helper.make_model(sub, ir_version=proto.ir_version,
+                                     opset_imports=proto.opset_import,
+                                     functions=proto.functions)
+        head = OnnxModel.__new__(OnnxModel)
+        nn.Module.__init__(head)
+        head._init_from(sub, sub.SerializeToString(), f"{self.source} after {name!r}",
+                        self._files, output=None, providers=self.providers)
+        with self._lock:
+            return self._heads.setdefault(name, head)
+
+    def _weights_before(self, name):
+        """``{initializer name: digest}`` of the weights that compute the value
+        ``name``: what two models must share for a head of one to fit the
+        other's features (computed once per value)."""
+        with self._lock:
+            known = self._weight_digests.get(name)
+        if known is not None:
+            return known
+        proto = self._proto()
+        graph = proto.graph
+        used = {inp for i in nodes_between(graph, [name], stop={self.input_name})
+                for inp in graph.node[i].input}
+        from onnx import numpy_helper
+        from onnx.external_data_helper import load_external_data_for_tensor, uses_external_data
+
+        out = {}
+        for init in graph.initializer:
+            if init.name not in used:
+                continue
+            if uses_external_data(init):
+                self._files.check_unchanged()
+                load_external_data_for_tensor(init, self._files.folder)
+            array = numpy_helper.to_array(init)
+            out[init.name] = hashlib.blake2b(
+                str((array.dtype, array.shape)).encode() + array.tobytes(), digest_size=16
+            ).hexdigest()
+        with self._lock:
+            return self._weight_digests.setdefault(name, out)
+
     # -- the forward -----------------------------------------------------------
 
     def check_input_shape(self, shape):
@@ -361,6 +524,10 @@ class OnnxModel(nn.Module):
                 "only layers after it, or use the original torch model."
             )
         self.check_input_shape(tuple(x.shape))
+        if self._files is not None:
+            # A session holds the weights it read; a rewritten file must not
+            # pass for the model this object stands for (its digest).
+            self._files.check_unchanged()
         # The values whose layers are hooked (being read right now).
         hooked = [name for name, tap in list(self._taps.items())
                   if tap._forward_hooks or tap._forward_pre_hooks]
@@ -380,11 +547,12 @@ class OnnxModel(nn.Module):
 
     def __getstate__(self):
         state = dict(self.__dict__)
-        for key in ("_sessions", "_taps", "_lock"):
+        for key in ("_sessions", "_taps", "_heads", "_weight_digests", "_lock"):
             state.pop(key, None)
         return state
 
     def __setstate__(self, state):
+        state.setdefault("_files", None)  # pickled before external data was read
         super().__setstate__(state)
         self._reset_runtime()
 
@@ -396,6 +564,21 @@ class OnnxModel(nn.Module):
             str(d) if isinstance(d, int) else "n" for d in self.input_shape) + ")"
         return (f"input={self.input_name!r} {shape}, outputs={self.output_names!r}{out}, "
                 f"providers={self.providers!r}, digest={self.digest!r}")
+
+
+def nodes_between(graph, outputs, stop):
+    """Indices, in graph order, of the nodes that compute ``outputs`` from
+    the values ``stop`` (walking back from the outputs)."""
+    producer = {out: i for i, node in enumerate(graph.node) for out in node.output if out}
+    seen, stack = set(), list(outputs)
+    while stack:
+        value = stack.pop()
+        index = producer.get(value)
+        if value in stop or index is None or index in seen:
+            continue
+        seen.add(index)
+        stack.extend(inp for inp in graph.node[index].input if inp)
+    return sorted(seen)
 
 
 class OnnxNaming(LayerNaming):
