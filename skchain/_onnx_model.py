@@ -23,8 +23,8 @@ it like any module.
   models over 2 GB) is kept without them; onnxruntime reads them from the
   model's folder, the digest covers their bytes, and a file that changes
   after it was read is an error, never a silently mixed model.
-- **Parts of the graph**: ``_head_from(value)`` is the graph after a value,
-  the head of ``(model, value)`` in :func:`~skchain.merge_heads`.
+- **Parts of the graph** (:mod:`skchain._onnx_parts`): the graph after a
+  value, the head of ``(model, value)`` in :func:`~skchain.merge_heads`.
 """
 
 import hashlib
@@ -38,7 +38,7 @@ from torch import nn
 from ._capture import LayerNaming
 from ._onnx_data import FOLDER_OPTION, ExternalFiles, external_locations, load_external_data
 
-__all__ = ["OnnxModel", "OnnxNaming", "is_onnx_source", "load_onnx_bytes", "nodes_between"]
+__all__ = ["OnnxModel", "OnnxNaming", "is_onnx_source", "load_onnx_bytes"]
 
 # ONNX element types onnxruntime reports as "tensor(<name>)" -> NumPy dtypes.
 _FLOAT_TYPES = {
@@ -308,8 +308,9 @@ class OnnxModel(nn.Module):
     def _reset_runtime(self):
         self._sessions = {}  # frozenset of extra value names -> session
         self._taps = {}  # value name -> _Tap (not submodules: no state, no repr)
-        self._heads = {}  # value name -> OnnxModel of the graph after it
-        self._weight_digests = {}  # value name -> _weights_before(name)
+        # Caches of skchain._onnx_parts, by value name.
+        self._heads = {}
+        self._weight_digests = {}
         self._lock = threading.Lock()
 
     # -- sessions --------------------------------------------------------------
@@ -389,96 +390,6 @@ class OnnxModel(nn.Module):
             if tap is None:
                 tap = self._taps[name] = _Tap(name)
             return tap
-
-    # -- parts of the graph (merged heads) -----------------------------------
-
-    def _value_info(self, proto, name):
-        """The type of the value ``name`` (float of unknown shape when the
-        graph and shape inference give none)."""
-        onnx, _ = _import_onnx()
-        try:
-            inferred = onnx.shape_inference.infer_shapes(proto)
-        except Exception:  # the graph's own value infos, if any
-            inferred = proto
-        graph = inferred.graph
-        for info in [*graph.value_info, *graph.output, *graph.input]:
-            if info.name == name and info.type.HasField("tensor_type"):
-                out = onnx.ValueInfoProto()
-                out.CopyFrom(info)
-                return out
-        return onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None)
-
-    def _head_from(self, name):
-        """The graph after the value ``name`` -- what computes the output from
-        it -- as an :class:`OnnxModel` that takes ``name`` as its input: the
-        head of ``(model, name)`` in :func:`~skchain.merge_heads`. One per
-        value (shared by every merge), reading the same external files."""
-        self.tap(name)  # raises naming the values
-        with self._lock:
-            head = self._heads.get(name)
-        if head is not None:
-            return head
-        onnx, _ = _import_onnx()
-        proto = self._proto()
-        graph = proto.graph
-        final = self.output or self.output_names[0]
-        nodes = nodes_between(graph, [final], stop={name})
-        initializers = {init.name: init for init in graph.initializer}
-        produced = {out for i in nodes for out in graph.node[i].output} | {name}
-        needed = {inp for i in nodes for inp in graph.node[i].input if inp}
-        loose = sorted(needed - produced - set(initializers))
-        if loose:
-            raise ValueError(
-                f"In {self.source}, the output {final!r} depends on {loose[:3]} "
-                f"besides the value {name!r} (a connection around it), so the graph "
-                f"after {name!r} is no head on its own. Name a value that everything "
-                "after it goes through, such as the input of the last Gemm/MatMul "
-                f"({self._last_linear!r})."
-            )
-        output = next(o for o in graph.output if o.name == final)
-        sub = onnx.helper.make_graph(
-            [graph.node[i] for i in nodes], f"{graph.name} after {name}",
-            [self._value_info(proto, name)], [output],
-            initializer=[initializers[n] for n in sorted(needed & set(initializers))],
-        )
-        sub = onnx.helper.make_model(sub, ir_version=proto.ir_version,
-                                     opset_imports=proto.opset_import,
-                                     functions=proto.functions)
-        head = OnnxModel.__new__(OnnxModel)
-        nn.Module.__init__(head)
-        head._init_from(sub, sub.SerializeToString(), f"{self.source} after {name!r}",
-                        self._files, output=None, providers=self.providers)
-        with self._lock:
-            return self._heads.setdefault(name, head)
-
-    def _weights_before(self, name):
-        """``{initializer name: digest}`` of the weights that compute the value
-        ``name``: what two models must share for a head of one to fit the
-        other's features (computed once per value)."""
-        with self._lock:
-            known = self._weight_digests.get(name)
-        if known is not None:
-            return known
-        proto = self._proto()
-        graph = proto.graph
-        used = {inp for i in nodes_between(graph, [name], stop={self.input_name})
-                for inp in graph.node[i].input}
-        from onnx import numpy_helper
-        from onnx.external_data_helper import load_external_data_for_tensor, uses_external_data
-
-        out = {}
-        for init in graph.initializer:
-            if init.name not in used:
-                continue
-            if uses_external_data(init):
-                self._files.check_unchanged()
-                load_external_data_for_tensor(init, self._files.folder)
-            array = numpy_helper.to_array(init)
-            out[init.name] = hashlib.blake2b(
-                str((array.dtype, array.shape)).encode() + array.tobytes(), digest_size=16
-            ).hexdigest()
-        with self._lock:
-            return self._weight_digests.setdefault(name, out)
 
     # -- the forward -----------------------------------------------------------
 
@@ -564,21 +475,6 @@ class OnnxModel(nn.Module):
             str(d) if isinstance(d, int) else "n" for d in self.input_shape) + ")"
         return (f"input={self.input_name!r} {shape}, outputs={self.output_names!r}{out}, "
                 f"providers={self.providers!r}, digest={self.digest!r}")
-
-
-def nodes_between(graph, outputs, stop):
-    """Indices, in graph order, of the nodes that compute ``outputs`` from
-    the values ``stop`` (walking back from the outputs)."""
-    producer = {out: i for i, node in enumerate(graph.node) for out in node.output if out}
-    seen, stack = set(), list(outputs)
-    while stack:
-        value = stack.pop()
-        index = producer.get(value)
-        if value in stop or index is None or index in seen:
-            continue
-        seen.add(index)
-        stack.extend(inp for inp in graph.node[index].input if inp)
-    return sorted(seen)
 
 
 class OnnxNaming(LayerNaming):

@@ -23,7 +23,8 @@ from torch import nn
 
 from .._capture import CutAt
 from .._neural import NeuralTransformer
-from .._onnx_model import OnnxModel, nodes_between
+from .._onnx_model import OnnxModel
+from .._onnx_parts import nodes_between
 from .._runner import module_lock
 from ..ensemble import ModuleClassifier
 from ..heads import CutModel

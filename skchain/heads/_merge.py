@@ -8,6 +8,7 @@ from torch import nn
 
 from .._models import as_module, is_pretrained_model
 from .._onnx_model import OnnxModel
+from .._onnx_parts import head_after, weights_before
 from .._runner import module_device
 from ._cut import CutModel, check_head_layer
 
@@ -41,7 +42,7 @@ def _onnx_head(name, model, layer):
             f"Head {name!r}: an ONNX head is given as (model, value_name) with the "
             f"name of the value its head takes, a str; got {type(layer).__name__}."
         )
-    return model._head_from(layer)
+    return head_after(model, layer)
 
 
 def _check_same_backbone(backbone, name, model, layer):
@@ -57,8 +58,8 @@ def _check_same_backbone(backbone, name, model, layer):
         if not (isinstance(model, OnnxModel) and isinstance(backbone.model, OnnxModel)):
             return  # a torch and an ONNX model: no common naming of weights
         # The weights that compute the value each cut reads.
-        ours = backbone.model._weights_before(backbone.layer)
-        theirs = model._weights_before(layer)
+        ours = weights_before(backbone.model, backbone.layer)
+        theirs = weights_before(model, layer)
         differ = sorted(ours.keys() ^ theirs.keys()) or [
             k for k in ours if ours[k] != theirs[k]]
         _warn_other_backbone(name, layer, differ)
