@@ -390,6 +390,9 @@ def test_external_data_member_matches_its_torch_original(data, net, tmp_path, mo
     np.testing.assert_allclose(loaded.transform(X[:50]), nt.transform(X[:50]), atol=1e-6)
     copied = pickle.loads(pickle.dumps(nt))
     np.testing.assert_array_equal(copied.transform(X[:30]), nt.transform(X[:30]))
+    # The graph is kept without its weights: they stay in the data file.
+    data_size = (tmp_path / "model" / "net.onnx.data").stat().st_size
+    assert len(pickle.dumps(model)) < data_size / 2
 
 
 def test_external_data_that_cannot_be_found_names_the_file(data, net, tmp_path):
@@ -548,6 +551,12 @@ def test_to_onnx_of_merged_onnx_heads(data, two_classifiers, calibration):
     label, proba = _run_onnx(to_onnx(clf, X[:1]), X[600:800])
     np.testing.assert_allclose(proba, clf.predict_proba(X[600:800]), atol=1e-5)
     np.testing.assert_array_equal(label, clf.predict(X[600:800]))
+    if calibration != "tree":  # to_torch keeps the ONNX parts as modules
+        from skchain import to_torch
+
+        with torch.no_grad():
+            served = to_torch(clf)(torch.from_numpy(X[600:800])).numpy()
+        np.testing.assert_allclose(served, clf.predict_proba(X[600:800]), atol=1e-5)
 
 
 def _skip_connection_model():
