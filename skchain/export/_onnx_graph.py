@@ -47,7 +47,8 @@ def _export_module(module, row_shape):
             "inside its forward (an OnnxModel under torch layers): onnxruntime is "
             "not part of torch's graph. Give the ONNX model to the skchain wrapper "
             "directly (NeuralTransformer('model.onnx'), ModuleClassifier("
-            "'model.onnx', classes)), whose graph to_onnx embeds as it is."
+            "'model.onnx', classes), or as a backbone or head of merge_heads), whose "
+            "graph to_onnx embeds as it is."
         )
 
     # A copy on the CPU: the estimator's own module keeps its device and flags.
