@@ -91,10 +91,11 @@ class ExternalFiles:
         self.locations = sorted(locations)
         if folder is None:
             location, names = next(iter(locations.items()))
+            kind = "ModelProto" if source == "<ModelProto>" else "serialized model"
             raise ValueError(
                 f"{source} keeps the weights of {_tensors(names)} in the external "
-                f"data file {location!r}, which this ModelProto does not hold (its "
-                "external data was not loaded, and a ModelProto has no folder to "
+                f"data file {location!r}, which this {kind} does not hold (its "
+                f"external data was not loaded, and a {kind} has no folder to "
                 "find the file in). Pass the path of the .onnx file instead (the "
                 "file is found in the model's folder), or load the data into the "
                 "proto first: onnx.load(path) (load_external_data=True, the "
