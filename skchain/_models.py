@@ -11,7 +11,8 @@ Every wrapper that takes a model (``NeuralTransformer(net)``,
   :class:`~skchain.OnnxModel`. One per model: every fold and candidate of a
   search, and every wrapper given the same file or the same model, shares one
   session (a weak mapping keyed by the file's path, size and modification
-  time, or by the model's bytes), as a pretrained module is shared;
+  time and those of its external data files, or by the model's bytes), as
+  a pretrained module is shared;
 - a Keras model on another backend is refused, naming the fix.
 """
 
@@ -23,6 +24,7 @@ import weakref
 from torch import nn
 
 from ._keras import check_built, check_keras_object, is_keras_object
+from ._onnx_data import files_of_path
 from ._onnx_model import OnnxModel, is_onnx_source
 from ._sklearn_compat import HasMethods
 
@@ -57,10 +59,16 @@ def _key(source):
             stat = os.stat(path)
         except OSError:
             return None  # OnnxModel raises the message naming the path
-        return ("file", path, stat.st_size, stat.st_mtime_ns)
+        # The external weights files too: a rewritten one is another model.
+        external = files_of_path(os.path.abspath(os.fspath(source)))
+        return ("file", path, stat.st_size, stat.st_mtime_ns, external)
     if type(source).__name__ != "ModelProto":
         return None  # OnnxModel raises the message naming what it takes
-    return ("proto", hashlib.blake2b(source.SerializeToString(), digest_size=16).digest())
+    try:
+        data = source.SerializeToString()
+    except ValueError:
+        return None  # over 2 GB: OnnxModel raises the message naming the fix
+    return ("proto", hashlib.blake2b(data, digest_size=16).digest())
 
 
 def as_module(model, who="net"):

@@ -18,6 +18,13 @@ it like any module.
   torch layer.
 - **Fingerprint**: its ``repr`` holds a digest of the model's bytes, which is
   what the cache's fingerprint of a module without weights reads.
+- **External data** (:mod:`skchain._onnx_data`): a model saved with its
+  weights in files beside it (``save_as_external_data=True``, the format of
+  models over 2 GB) is kept without them; onnxruntime reads them from the
+  model's folder, the digest covers their bytes, and a file that changes
+  after it was read is an error, never a silently mixed model.
+- **Parts of the graph** (:mod:`skchain._onnx_parts`): the graph after a
+  value, the head of ``(model, value)`` in :func:`~skchain.merge_heads`.
 """
 
 import hashlib
@@ -29,6 +36,7 @@ import torch
 from torch import nn
 
 from ._capture import LayerNaming
+from ._onnx_data import FOLDER_OPTION, ExternalFiles, external_locations, load_external_data
 
 __all__ = ["OnnxModel", "OnnxNaming", "is_onnx_source", "load_onnx_bytes"]
 
@@ -61,6 +69,14 @@ def _import_onnx():
     return onnx, onnxruntime
 
 
+def _unreadable(source, exc):
+    return ValueError(
+        f"{source} could not be read as an ONNX model ({type(exc).__name__}: "
+        f"{str(exc)[:200]}); pass a valid .onnx file (e.g. from "
+        "torch.onnx.export or tf2onnx)."
+    )
+
+
 def _is_model_proto(obj):
     return type(obj).__name__ == "ModelProto" and hasattr(obj, "SerializeToString")
 
@@ -82,7 +98,15 @@ def load_onnx_bytes(source):
     if isinstance(source, (bytes, bytearray)):
         return bytes(source), "<bytes>"
     if _is_model_proto(source):
-        return source.SerializeToString(), "<ModelProto>"
+        try:
+            return source.SerializeToString(), "<ModelProto>"
+        except ValueError as exc:  # protobuf refuses messages over 2 GB
+            raise ValueError(
+                f"This onnx.ModelProto cannot be serialized ({exc}): a model over 2 GB "
+                "keeps its weights in external files. Save it with "
+                "onnx.save_model(model, path, save_as_external_data=True) and pass "
+                "the path."
+            ) from None
     if isinstance(source, (str, os.PathLike)):
         path = os.fspath(source)
         if not os.path.isfile(path):
@@ -129,6 +153,16 @@ class OnnxModel(nn.Module):
     raises a ``ValueError``. ``copy.deepcopy`` and pickling keep the model's
     bytes and open a new session.
 
+    A model saved with external data (``onnx.save_model(model, path,
+    save_as_external_data=True, location=...)``, how models over 2 GB are
+    stored) is given by its path: the weights files are found in the model's
+    folder, as onnx and onnxruntime find them, and read by onnxruntime (the
+    graph is kept without them, so its size does not matter). They are part
+    of :attr:`digest`; a weights file that changes after this object read it
+    is a ``ValueError`` at the next forward (build a new one), and a
+    ``ModelProto`` whose external data was not loaded is refused, naming the
+    file. Copies and pickles refer to the same files.
+
     Parameters
     ----------
     model : str, os.PathLike, onnx.ModelProto or bytes
@@ -152,7 +186,8 @@ class OnnxModel(nn.Module):
     output_names : list of str
         Names of the graph's outputs.
     digest : str
-        BLAKE2b digest of the model's bytes (what the cache's fingerprint reads).
+        BLAKE2b digest of the model's bytes and of its external data files
+        (what the cache's fingerprint reads).
 
     Examples
     --------
@@ -183,22 +218,53 @@ class OnnxModel(nn.Module):
         data, source = load_onnx_bytes(model)
         try:
             proto = onnx.load_from_string(data)
-            onnx.checker.check_model(proto)
         except Exception as exc:
-            raise ValueError(
-                f"{source} could not be read as an ONNX model ({type(exc).__name__}: "
-                f"{str(exc)[:200]}); pass a valid .onnx file (e.g. from "
-                "torch.onnx.export or tf2onnx)."
-            ) from None
+            raise _unreadable(source, exc) from None
+        # Weights in external files (models over 2 GB): found in the model's
+        # folder, as onnx and onnxruntime find them (skchain._onnx_data).
+        locations = external_locations(proto)
+        files = None
+        if locations:
+            folder = None
+            if isinstance(model, (str, os.PathLike)):
+                folder = os.path.dirname(os.path.abspath(os.fspath(model)))
+            files = ExternalFiles(locations, folder, source)
+        try:
+            # A file with external data is checked from its path, where the
+            # checker finds the files (and a model over 2 GB is not loaded).
+            onnx.checker.check_model(source if files is not None else proto)
+        except Exception as exc:
+            raise _unreadable(source, exc) from None
+        self._init_from(proto, data, source, files, output=output, providers=providers)
+
+    def _init_from(self, proto, data, source, files, *, output, providers):
         self.source = source
         self.providers = list(providers) if providers is not None else ["CPUExecutionProvider"]
         # Of the parsed model, so that a file and the ModelProto read from it
-        # (or the same model saved elsewhere) give one digest.
-        self.digest = hashlib.blake2b(
-            proto.SerializeToString(deterministic=True), digest_size=16
-        ).hexdigest()
+        # (or the same model saved elsewhere) give one digest; and of the
+        # external files' bytes, which the graph only names.
+        hasher = hashlib.blake2b(proto.SerializeToString(deterministic=True), digest_size=16)
+        if files is not None:
+            files.update(hasher, external_locations(proto))
+        self.digest = hasher.hexdigest()
         self._bytes = data
+        self._files = files
         self._setup(proto, output)
+
+    def _proto(self, *, with_data=False):
+        """A private copy of the model; ``with_data``: with the external
+        files' weights loaded into it (the files checked unchanged)."""
+        onnx, _ = _import_onnx()
+        proto = onnx.load_from_string(self._bytes)
+        return load_external_data(proto, self._files) if with_data else proto
+
+    @property
+    def external_files(self):
+        """Paths of the files that hold weights of the model outside it
+        (``onnx.save_model(..., save_as_external_data=True)``); empty for a
+        model that holds all its weights."""
+        return [] if self._files is None else [self._files.paths[loc]
+                                                for loc in self._files.locations]
 
     def _setup(self, proto, output):
         graph = proto.graph
@@ -242,6 +308,9 @@ class OnnxModel(nn.Module):
     def _reset_runtime(self):
         self._sessions = {}  # frozenset of extra value names -> session
         self._taps = {}  # value name -> _Tap (not submodules: no state, no repr)
+        # Caches of skchain._onnx_parts, by value name.
+        self._heads = {}
+        self._weight_digests = {}
         self._lock = threading.Lock()
 
     # -- sessions --------------------------------------------------------------
@@ -264,6 +333,11 @@ class OnnxModel(nn.Module):
                 data = proto.SerializeToString()
             options = ort.SessionOptions()
             options.log_severity_level = 3
+            if self._files is not None:
+                # The graph is given as bytes: onnxruntime reads the weights
+                # from the model's folder, once they are checked unchanged.
+                self._files.check_unchanged()
+                options.add_session_config_entry(FOLDER_OPTION, self._files.folder)
             try:
                 session = ort.InferenceSession(data, options, providers=self.providers)
             except Exception as exc:  # onnxruntime's own exception types
@@ -361,6 +435,10 @@ class OnnxModel(nn.Module):
                 "only layers after it, or use the original torch model."
             )
         self.check_input_shape(tuple(x.shape))
+        if self._files is not None:
+            # A session holds the weights it read; a rewritten file must not
+            # pass for the model this object stands for (its digest).
+            self._files.check_unchanged()
         # The values whose layers are hooked (being read right now).
         hooked = [name for name, tap in list(self._taps.items())
                   if tap._forward_hooks or tap._forward_pre_hooks]
@@ -380,11 +458,12 @@ class OnnxModel(nn.Module):
 
     def __getstate__(self):
         state = dict(self.__dict__)
-        for key in ("_sessions", "_taps", "_lock"):
+        for key in ("_sessions", "_taps", "_heads", "_weight_digests", "_lock"):
             state.pop(key, None)
         return state
 
     def __setstate__(self, state):
+        state.setdefault("_files", None)  # pickled before external data was read
         super().__setstate__(state)
         self._reset_runtime()
 

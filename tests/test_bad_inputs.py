@@ -896,6 +896,24 @@ def _onnx_file(tmp_path):
     return path
 
 
+def _onnx_external(tmp_path):
+    """:func:`_onnx_file` saved with its weights in ``conv.onnx.data`` beside it."""
+    import onnx
+
+    path = _onnx_file(tmp_path)
+    proto = onnx.load(path)
+    path.unlink()
+    onnx.save_model(proto, str(path), save_as_external_data=True,
+                    location="conv.onnx.data", size_threshold=0)
+    return path
+
+
+def _onnx_without_its_data(tmp_path):
+    path = _onnx_external(tmp_path)
+    (tmp_path / "conv.onnx.data").unlink()
+    return path
+
+
 def _images(layout="nchw"):
     X, _ = load_digits(return_X_y=True)
     X = X[:20].reshape(-1, 1, 8, 8).astype(np.float32)
@@ -922,6 +940,11 @@ BAD_MODELS = {
                                    r"takes uint8 input.*not integers"),
     "onnx_unsupported_operator": (lambda p: _uint8_onnx(op=("NoSuchOp", "com.example")),
                                   _images, "onnxruntime could not load"),
+    "onnx_external_data_missing": (_onnx_without_its_data, _images,
+                                   r"external data file 'conv.onnx.data'.*does not exist"),
+    "onnx_external_data_not_loaded": (
+        lambda p: __import__("onnx").load(_onnx_external(p), load_external_data=False),
+        _images, r"'conv.onnx.data', which this ModelProto does not hold"),
 }
 
 
@@ -955,6 +978,31 @@ def test_bad_onnx_models_are_a_clear_error(case, wrapper, tmp_path):
         est = ModuleClassifier(model, classes=np.arange(10))
     with pytest.raises(Exception, match=message) as excinfo:
         est.fit(X())
+    _assert_clear_error(excinfo)
+
+
+# Merged heads given as (onnx_model, value) pairs: a bad pair is a clear error
+# at fit, naming the value, the type or the file.
+BAD_ONNX_HEADS = {
+    # name: (heads from the ONNX file at path, what the message names)
+    "onnx_head_unknown_value": (lambda path: [("a", (path, "fc"), [0, 1])],
+                                "computes no value named 'fc'; its values are"),
+    "onnx_head_value_not_a_name": (lambda path: [("a", (path, 3), [0, 1])],
+                                   r"\(model, value_name\).*a str; got int"),
+    "onnx_head_not_a_model": (lambda path: [("a", (42, "x"), [0, 1])],
+                              "must be a torch.nn.Module, an ONNX model"),
+    "onnx_head_missing_file": (lambda path: [("a", (path.parent / "gone.onnx", "x"), [0, 1])],
+                               "gone.onnx' does not exist"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_ONNX_HEADS))
+def test_bad_onnx_heads_are_a_clear_error(case, tmp_path):
+    pytest.importorskip("onnxruntime")
+    heads, message = BAD_ONNX_HEADS[case]
+    est = MergedHeadsClassifier(nn.Identity(), heads(_onnx_file(tmp_path)))
+    with pytest.raises(Exception, match=message) as excinfo:
+        est.fit(_images(), np.arange(20) % 2)
     _assert_clear_error(excinfo)
 
 

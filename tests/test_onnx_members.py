@@ -349,3 +349,239 @@ def test_integer_input_is_fed_exactly_or_refused():
         nt.transform(X / 255)
     with pytest.raises(ValueError, match="not integers"):
         nt.transform(X + 300)
+
+
+# -- external data files ----------------------------------------------------------
+
+
+def save_external(net, folder, name="net.onnx"):
+    """``net`` as ONNX with every weight in the file ``<name>.data`` beside it
+    (``onnx.save_model(..., save_as_external_data=True)``)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = export(net, folder / name)
+    proto = onnx.load(path)
+    path.unlink()
+    onnx.save_model(proto, str(path), save_as_external_data=True,
+                    all_tensors_to_one_file=True, location=f"{name}.data", size_threshold=0)
+    return path
+
+
+def test_external_data_member_matches_its_torch_original(data, net, tmp_path, monkeypatch):
+    X, _ = data
+    path = save_external(net, tmp_path / "model")
+    assert (tmp_path / "model" / "net.onnx.data").stat().st_size > path.stat().st_size
+    # The data file is found in the model's folder, not the working directory.
+    monkeypatch.chdir(tmp_path)
+    model = OnnxModel(path)
+    assert model.external_files == [str(tmp_path / "model" / "net.onnx.data")]
+    nt = NeuralTransformer(path, output="logits", cache=False).fit(X)
+    np.testing.assert_allclose(nt.transform(X), torch_out(net, X), atol=1e-4, rtol=0)
+    # Intermediate values read through a private copy of the graph.
+    gemm = next(n for n in model.value_names if "fc1" in n and "Gemm" in n)
+    fc1 = NeuralTransformer(path, output=gemm, cache=False).fit(X).transform(X[:20])
+    with torch.no_grad():
+        expected = net.fc1(net.pool(torch.relu(net.conv(torch.from_numpy(X[:20])))).flatten(1))
+    np.testing.assert_allclose(fc1, expected.numpy(), atol=1e-4)
+    clf = ModuleClassifier(path, classes=np.arange(10))
+    proba = torch.softmax(torch.from_numpy(torch_out(net, X)).double(), 1).numpy()
+    np.testing.assert_allclose(clf.predict_proba(X), proba, atol=1e-4, rtol=0)
+    # The model given with its data loaded into the proto: the same outputs.
+    loaded = NeuralTransformer(onnx.load(path), output="logits", cache=False).fit(X)
+    np.testing.assert_allclose(loaded.transform(X[:50]), nt.transform(X[:50]), atol=1e-6)
+    copied = pickle.loads(pickle.dumps(nt))
+    np.testing.assert_array_equal(copied.transform(X[:30]), nt.transform(X[:30]))
+    # The graph is kept without its weights: they stay in the data file.
+    data_size = (tmp_path / "model" / "net.onnx.data").stat().st_size
+    assert len(pickle.dumps(model)) < data_size / 2
+
+
+def test_external_data_that_cannot_be_found_names_the_file(data, net, tmp_path):
+    X, _ = data
+    path = save_external(net, tmp_path / "model")
+    lonely = tmp_path / "elsewhere" / "net.onnx"
+    lonely.parent.mkdir()
+    lonely.write_bytes(path.read_bytes())  # the model without its data file
+    for model in (lonely, str(lonely)):
+        with pytest.raises(ValueError, match=r"external data file 'net.onnx.data'.*"
+                                             r"does not exist.*next to the model"):
+            NeuralTransformer(model).fit(X)
+    proto = onnx.load(path, load_external_data=False)
+    with pytest.raises(ValueError, match=r"'net.onnx.data', which this ModelProto does not "
+                                         r"hold.*Pass the path of the .onnx file"):
+        ModuleClassifier(proto, classes=np.arange(10)).fit(X)
+
+
+def test_changed_external_weights_give_new_outputs(data, net, tmp_path):
+    X, y = data
+    path = save_external(net, tmp_path / "model")
+    other_net = trained_conv_net(X[:200], y[:200], seed=1, epochs=2)
+    other = save_external(other_net, tmp_path / "other")
+    data_file = tmp_path / "model" / "net.onnx.data"
+    before = path.read_bytes()
+    digest = OnnxModel(path).digest
+    first = NeuralTransformer(path, output="logits", cache=True).fit(X)
+    out = first.transform(X[:40])
+    np.testing.assert_allclose(out, torch_out(net, X[:40]), atol=1e-4)
+    # Same graph, same layout, other weights: only the data file changes.
+    data_file.write_bytes((tmp_path / "other" / "net.onnx.data").read_bytes())
+    assert path.read_bytes() == before and other.read_bytes() == before
+    assert OnnxModel(path).digest != digest
+    second = NeuralTransformer(path, output="logits", cache=True).fit(X).transform(X[:40])
+    np.testing.assert_allclose(second, torch_out(other_net, X[:40]), atol=1e-4)
+    assert np.abs(out - second).max() > 1e-2
+    # The model read before the change never mixes old and new weights.
+    with pytest.raises(ValueError, match="net.onnx.data of .* changed"):
+        first.transform(X[:40] + 1)
+
+
+def test_to_onnx_carries_the_external_weights(data, net, tmp_path):
+    from onnx.external_data_helper import uses_external_data
+
+    from skchain import to_onnx
+
+    X, y = data
+    path = save_external(net, tmp_path / "model")
+    pipe = make_pipeline(NeuralTransformer(path, output="embedding"), PCA(8),
+                         LogisticRegression(max_iter=1000)).fit(X[:400], y[:400])
+    exported = to_onnx(pipe, X[:1])
+    assert not any(uses_external_data(t) for t in exported.graph.initializer)
+    label, proba = _run_onnx(exported, X[400:500])  # from bytes: no folder to read from
+    np.testing.assert_allclose(proba, pipe.predict_proba(X[400:500]), atol=1e-5)
+    np.testing.assert_array_equal(label, pipe.predict(X[400:500]))
+
+
+# -- ONNX heads: (onnx_model, value) and ONNX files as heads --------------------------
+
+
+LOW, HIGH = [0, 1, 2, 3, 4], [5, 6, 7, 8, 9]
+
+
+def _base(seed):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(144, 32),
+                         nn.ReLU())
+
+
+@pytest.fixture(scope="module")
+def two_classifiers(tmp_path_factory):
+    """Two complete ONNX classifiers on one base (each with its own 5-label
+    head) and a third on another base."""
+    folder = tmp_path_factory.mktemp("heads")
+    base = _base(0)
+    torch.manual_seed(1)
+    low = nn.Sequential(base, nn.Linear(32, 5)).eval()
+    high = nn.Sequential(base, nn.Linear(32, 5)).eval()
+    stranger = nn.Sequential(_base(2), nn.Linear(32, 5)).eval()
+    paths = {name: export(m, folder / f"{name}.onnx")
+             for name, m in [("low", low), ("high", high), ("stranger", stranger)]}
+    return paths, {"low": low, "high": high, "base": base}
+
+
+def _softmax(z):
+    z = np.asarray(z, dtype=np.float64)
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def test_heads_as_onnx_model_and_value_match_onnxruntime(data, two_classifiers, recwarn):
+    from skchain import MergedHeadsClassifier
+
+    X, y = data
+    paths, _ = two_classifiers
+    value = OnnxModel(paths["low"])._last_linear  # what enters the head's Gemm
+    heads = [("low", (paths["low"], value), LOW),
+             ("high", (onnx.load(paths["high"]), value), HIGH)]
+    clf = MergedHeadsClassifier((paths["low"], value), heads, calibration=None)
+    clf.fit(X[:100], y[:100])
+    # onnxruntime's own run of each complete model, joined by one softmax.
+    logits = np.hstack([_run_onnx(onnx.load(paths[n]), X[:300])[0] for n in ("low", "high")])
+    np.testing.assert_allclose(clf.predict_proba(X[:300]), _softmax(logits), atol=1e-5)
+    # Frozen and shared: the heads are one OnnxModel per model and value,
+    # the same in every clone; the backbone is the model's shared OnnxModel.
+    low_head = clf.merged_.heads["low"]
+    assert isinstance(low_head, OnnxModel) and not list(low_head.parameters())
+    twin = clone(clf).fit(X[100:200], y[100:200])
+    assert twin.merged_.heads["low"] is low_head
+    assert twin.merged_.backbone.model is clf.merged_.backbone.model
+    # One base: no warning that the heads came from another backbone.
+    assert not [w for w in recwarn if "differ from the backbone" in str(w.message)]
+    calibrated = MergedHeadsClassifier((paths["low"], value), heads).fit(X[:600], y[:600])
+    assert calibrated.score(X[600:900], y[600:900]) > 0.1  # runs end to end
+
+
+def test_onnx_head_from_another_base_warns(data, two_classifiers):
+    from skchain import merge_heads
+
+    paths, _ = two_classifiers
+    value = OnnxModel(paths["low"])._last_linear
+    with pytest.warns(UserWarning, match="'stranger'.*differ from the backbone model's"):
+        merge_heads((paths["low"], value), [("low", (paths["low"], value), LOW),
+                                            ("stranger", (paths["stranger"], value), HIGH)])
+
+
+def test_an_onnx_file_as_a_head_on_a_torch_backbone(data, two_classifiers, tmp_path):
+    from skchain import MergedHeadsClassifier
+
+    X, y = data
+    _, nets = two_classifiers
+    head = nets["low"][1]
+    path = export(head, tmp_path / "head.onnx", shape=(32,))
+    torch_heads = [("low", head, LOW), ("high", nets["high"][1], HIGH)]
+    onnx_heads = [("low", str(path), LOW), ("high", nets["high"][1], HIGH)]
+    ours = MergedHeadsClassifier(nets["base"], onnx_heads).fit(X[:400], y[:400])
+    theirs = MergedHeadsClassifier(nets["base"], torch_heads).fit(X[:400], y[:400])
+    np.testing.assert_allclose(ours.predict_proba(X[400:600]),
+                               theirs.predict_proba(X[400:600]), atol=1e-5)
+
+
+@pytest.mark.parametrize("calibration", ["combiner", "temperature", "tree", None])
+def test_to_onnx_of_merged_onnx_heads(data, two_classifiers, calibration):
+    from sklearn.tree import DecisionTreeClassifier
+
+    from skchain import MergedHeadsClassifier, to_onnx
+
+    X, y = data
+    paths, nets = two_classifiers
+    value = OnnxModel(paths["low"])._last_linear
+    heads = [("low", (paths["low"], value), LOW), ("high", nets["high"][1], HIGH)]
+    kwargs = {"calibration": calibration}
+    if calibration == "tree":
+        kwargs = {"combiner": DecisionTreeClassifier(max_depth=4, random_state=0)}
+    clf = MergedHeadsClassifier((paths["low"], value), heads, **kwargs).fit(X[:600], y[:600])
+    label, proba = _run_onnx(to_onnx(clf, X[:1]), X[600:800])
+    np.testing.assert_allclose(proba, clf.predict_proba(X[600:800]), atol=1e-5)
+    np.testing.assert_array_equal(label, clf.predict(X[600:800]))
+    if calibration != "tree":  # to_torch keeps the ONNX parts as modules
+        from skchain import to_torch
+
+        with torch.no_grad():
+            served = to_torch(clf)(torch.from_numpy(X[600:800])).numpy()
+        np.testing.assert_allclose(served, clf.predict_proba(X[600:800]), atol=1e-5)
+
+
+def _skip_connection_model():
+    """x -> relu -> (relu + x): the graph after 'relu' also reads x."""
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["relu"]),
+         helper.make_node("Add", ["relu", "x"], ["out"])],
+        "skip",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["n", 4])],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+
+
+def test_onnx_heads_that_cannot_be_cut_are_a_clear_error(two_classifiers):
+    from skchain import merge_heads
+
+    paths, _ = two_classifiers
+    value = OnnxModel(paths["low"])._last_linear
+    backbone = (paths["low"], value)
+    with pytest.raises(ValueError, match="computes no value named 'fc'; its values are"):
+        merge_heads(backbone, [("low", (paths["low"], "fc"), LOW)])
+    with pytest.raises(TypeError, match=r"\(model, value_name\).*a str; got int"):
+        merge_heads(backbone, [("low", (paths["low"], 3), LOW)])
+    with pytest.raises(ValueError, match=r"depends on \['x'\] besides the value 'relu'"):
+        merge_heads(nn.ReLU(), [("skip", (_skip_connection_model(), "relu"), [0, 1, 2, 3])])

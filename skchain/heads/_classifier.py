@@ -55,12 +55,15 @@ class MergedHeadsClassifier(ParamsChecked, DocLinkMixin, ClassifierMixin, BaseEs
 
     Parameters
     ----------
-    backbone : torch.nn.Module or (torch.nn.Module, str)
+    backbone : torch.nn.Module, ONNX model or (model, str)
         The shared frozen base model, or a complete pretrained model and the
-        name of the first layer of its head; see :func:`merge_heads`.
+        name of the first layer of its head; see :func:`merge_heads`. An ONNX
+        model (path, ``onnx.ModelProto`` or :class:`~skchain.OnnxModel`) may
+        stand for either, with a value name for the layer.
     heads : list of (str, module, labels) triples
         The heads, each with a unique name and the label of each output column;
-        see :func:`merge_heads`.
+        see :func:`merge_heads`. A head may be an ONNX model, or
+        ``(onnx_model, value_name)``: its graph after that value.
     calibration : {"combiner", "temperature", "temperature_bias"} or None, \
             default="combiner"
         How the heads' outputs become probabilities over :attr:`classes_`:

@@ -7,6 +7,8 @@ import torch
 from torch import nn
 
 from .._models import as_module, is_pretrained_model
+from .._onnx_model import OnnxModel
+from .._onnx_parts import head_after, weights_before
 from .._runner import module_device
 from ._cut import CutModel, check_head_layer
 
@@ -33,6 +35,16 @@ def _without_prefix(state, prefix):
     return {k: v for k, v in state.items() if not k.startswith(prefix + ".")}
 
 
+def _onnx_head(name, model, layer):
+    """The graph of ``model`` after its value ``layer``: the head's module."""
+    if not isinstance(layer, str):
+        raise TypeError(
+            f"Head {name!r}: an ONNX head is given as (model, value_name) with the "
+            f"name of the value its head takes, a str; got {type(layer).__name__}."
+        )
+    return head_after(model, layer)
+
+
 def _check_same_backbone(backbone, name, model, layer):
     """Warn when a head's own model has other backbone weights than ``backbone``.
 
@@ -42,12 +54,26 @@ def _check_same_backbone(backbone, name, model, layer):
     """
     if not isinstance(backbone, CutModel) or model is backbone.model:
         return
+    if isinstance(model, OnnxModel) or isinstance(backbone.model, OnnxModel):
+        if not (isinstance(model, OnnxModel) and isinstance(backbone.model, OnnxModel)):
+            return  # a torch and an ONNX model: no common naming of weights
+        # The weights that compute the value each cut reads.
+        ours = weights_before(backbone.model, backbone.layer)
+        theirs = weights_before(model, layer)
+        differ = sorted(ours.keys() ^ theirs.keys()) or [
+            k for k in ours if ours[k] != theirs[k]]
+        _warn_other_backbone(name, layer, differ)
+        return
     ours = _without_prefix(backbone.model.state_dict(), backbone.layer)
     theirs = _without_prefix(model.state_dict(), layer)
     if ours.keys() != theirs.keys():
         differ = sorted(ours.keys() ^ theirs.keys())
     else:
         differ = [k for k in ours if not torch.equal(ours[k], theirs[k].to(ours[k].device))]
+    _warn_other_backbone(name, layer, differ)
+
+
+def _warn_other_backbone(name, layer, differ):
     if differ:
         warnings.warn(
             f"Head {name!r} comes from a model whose layers other than {layer!r} "
@@ -56,7 +82,7 @@ def _check_same_backbone(backbone, name, model, layer):
             "was trained on other features than the merged model computes. BatchNorm "
             "running statistics change in train mode even when weights are frozen.",
             UserWarning,
-            stacklevel=4,
+            stacklevel=5,
         )
 
 
@@ -89,16 +115,22 @@ def _check_heads(heads, backbone):
         if name in names:
             raise ValueError(f"Head name {name!r} is used twice; names must be unique.")
         names.add(name)
-        if isinstance(spec, tuple) and len(spec) == 2 and isinstance(spec[0], nn.Module):
+        if isinstance(spec, tuple) and len(spec) == 2 and is_pretrained_model(spec[0]):
             model, layer = spec
-            module = check_head_layer(model, layer)
+            # An ONNX path or ModelProto: the one shared OnnxModel of it.
+            model = as_module(model, f"Head {name!r}")
+            if isinstance(model, OnnxModel):
+                module = _onnx_head(name, model, layer)
+            else:
+                module = check_head_layer(model, layer)
             _check_same_backbone(backbone, name, model, layer)
-        elif isinstance(spec, nn.Module):
-            module = spec
+        elif is_pretrained_model(spec):
+            module = as_module(spec, f"Head {name!r}")
         else:
             raise TypeError(
-                f"Head {name!r}: the module must be a torch.nn.Module or a "
-                f"(model, layer_name) pair; got {type(spec).__name__}."
+                f"Head {name!r}: the module must be a torch.nn.Module, an ONNX model "
+                "(a path, an onnx.ModelProto or an OnnxModel) or a (model, layer_name) "
+                f"pair; got {type(spec).__name__}."
             )
         labels = np.asarray(labels)
         if labels.ndim != 1 or labels.size == 0:
@@ -249,12 +281,14 @@ def merge_heads(backbone, heads):
 
     Parameters
     ----------
-    backbone : torch.nn.Module or (torch.nn.Module, str)
+    backbone : torch.nn.Module, ONNX model or (model, str)
         The shared base model: a module whose output is what the heads take,
         or a complete pretrained model and the name of the first layer of its
         head, ``(model, "fc")``: the model runs up to that layer and its input
         is the features (see :class:`CutModel`). The model is not copied or
-        changed.
+        changed. An ONNX model (a path, an ``onnx.ModelProto`` or an
+        :class:`~skchain.OnnxModel`) may stand for the model; its "layer" is
+        the name of the value the heads take (one of ``value_names``).
     heads : list of (str, module, labels) triples
         Like ``ColumnTransformer``'s ``transformers``: a unique name, the head
         module (taking the backbone's output and returning
@@ -263,8 +297,11 @@ def merge_heads(backbone, heads):
         the name of its head layer, which is then ``model.fc``; when
         ``backbone`` is also a ``(model, layer)`` pair, the two models'
         weights outside their heads are compared and a ``UserWarning`` says when
-        they differ. Labels may overlap between heads: see
-        :meth:`MergedHeads.pool`.
+        they differ. An ONNX model is a head too: as it is (taking the
+        features), or as ``(onnx_model, value_name)``, the part of its graph
+        that computes its output from that value (run by onnxruntime, frozen,
+        one per model and value, shared by every merge). Labels may overlap
+        between heads: see :meth:`MergedHeads.pool`.
 
     Returns
     -------
