@@ -96,13 +96,15 @@ def _digits(seed):
     return X[order], y[order]
 
 
-def _pretrain(X, y, *, n_out, hidden, epochs, seed, module=None):
-    """A net trained once, outside the cross validation: the "pretrained" model."""
+def _pretrain(X, y, *, n_out, hidden, epochs, seed, net=MLP, **params):
+    """A net trained once, outside the cross validation: the "pretrained" model.
+
+    ``net(hidden=..., n_out=..., **params)`` is built under the seed too: its
+    initial weights are part of what the seed fixes.
+    """
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        if module is None:
-            module = MLP(hidden=hidden, n_out=n_out)
-        module = train_module(module, X, y, epochs=epochs)
+        module = train_module(net(hidden=hidden, n_out=n_out, **params), X, y, epochs=epochs)
     return module.eval()
 
 
@@ -322,7 +324,7 @@ def _images(quick, seed):
     hidden = 16 if quick else 32
     conv = _pretrain(
         images[pre_rows], y[pre_rows], n_out=10, hidden=hidden, epochs=3 if quick else 30,
-        seed=seed, module=_DigitConv(channels=8 if quick else 16, hidden=hidden),
+        seed=seed, net=_DigitConv, channels=8 if quick else 16,
     )  # fmt: skip
     # 8x8 images need no 224-pixel input: EfficientNet-Lite's "same" padding
     # is exact for multiples of 32, and 64 runs about 12 times faster.
