@@ -182,9 +182,10 @@ print(f"{len(big)} images: two models {t_two:.2f} s, merged {t_merged:.2f} s")
 # The backbone runs once per image
 # --------------------------------
 # A forward hook on each copy of the backbone counts the images it receives.
-# To fit, the merged classifier runs model A's backbone once on each held-out
-# image and never model B's copy (its weights were compared with A's instead);
-# to predict, once per new image, for both heads.
+# To predict, the merged classifier runs model A's backbone once per new image,
+# for both heads, and never model B's copy (its weights were compared with A's
+# instead). To fit, once per held-out image, after a check on the first two
+# that names a head that does not fit the backbone, if one does not.
 seen = {"A": 0, "B": 0}
 
 
@@ -207,7 +208,7 @@ print(f"fit on {len(held_out)} images: backbone A ran on {fit_counts['A']}, B's 
       f"{fit_counts['B']}")  # fmt: skip
 print(f"predict_proba of {len(test)} images: backbone A ran on {seen['A']}, B's copy on "
       f"{seen['B']}; {proba.shape[1]} labels out")  # fmt: skip
-assert fit_counts == {"A": len(held_out), "B": 0}
+assert fit_counts == {"A": len(held_out) + 2, "B": 0}
 assert seen == {"A": len(test), "B": 0}
 
 # %%
