@@ -1,23 +1,25 @@
 """
-==========================================================
-Merging two transfer-learned heads into one model
-==========================================================
+=================================================================
+Merging two transfer-learned heads of an image model into one
+=================================================================
 
-Two digit classifiers were made by transfer learning on the same frozen base
-model: model A knows the digits 0-4, model B the digits 5-9. Each was trained at
-its own time, on its own images. We want one model over all ten digits that runs
-the base model once per image.
+*User story 3, with images.* Two digit classifiers were made by transfer
+learning on the same frozen conv net: model A knows the digits 0-4, model B the
+digits 5-9. Each was trained at its own time, on its own images. We want one
+model over all ten digits that runs the conv backbone once per image.
 
 :class:`skchain.MergedHeadsClassifier` takes the two complete models as they
 are, runs the shared backbone once and both heads on its output, and learns on a
 few held-out images of all ten digits how far to trust each head. No weight of
-the backbone or the heads changes.
+the backbone or the heads changes. The images go in as images, ``(n, 1, 8,
+8)``: no flattening, no ``nn.Unflatten`` in front of the backbone.
 """
 
 # %%
 # A frozen backbone and two complete models
 # -----------------------------------------
-# The backbone is a small conv net, trained once as a 10-class classifier on 500
+# The images are scikit-learn's 8x8 digits, one channel on the 0-1 scale. The
+# backbone is a small conv net, trained once as a 10-class classifier on 500
 # images and then frozen. Each complete model is ``Sequential(backbone, head)``;
 # only the head is trained, on images of its own five digits. The two sets of
 # images are disjoint, and model B carries its own copy of the backbone, as it
@@ -38,7 +40,7 @@ from skchain import MergedHeadsClassifier, merge_heads
 torch.manual_seed(0)
 torch.set_num_threads(1)
 X, y = load_digits(return_X_y=True)
-X = (X / 16).astype(np.float32)
+X = (X / 16).astype(np.float32).reshape(-1, 1, 8, 8)  # (n, C, H, W) images
 idx = np.random.RandomState(0).permutation(len(y))
 pretrain, part_a, part_b, held_out, test = np.split(idx, [500, 850, 1200, 1450])
 
@@ -59,7 +61,6 @@ def train(module, X, y, epochs):
 
 
 backbone = nn.Sequential(
-    nn.Unflatten(1, (1, 8, 8)),  # rows of 64 pixels -> 1 x 8 x 8 images
     nn.Conv2d(1, 16, 3, padding=1),
     nn.ReLU(),
     nn.Conv2d(16, 32, 3, padding=1),
@@ -176,6 +177,39 @@ with torch.inference_mode():
     t_merged = time.perf_counter() - start
 print(f"same outputs: {torch.allclose(both, columns, atol=1e-5)}")
 print(f"{len(big)} images: two models {t_two:.2f} s, merged {t_merged:.2f} s")
+
+# %%
+# The backbone runs once per image
+# --------------------------------
+# A forward hook on each copy of the backbone counts the images it receives.
+# To predict, the merged classifier runs model A's backbone once per new image,
+# for both heads, and never model B's copy (its weights were compared with A's
+# instead). To fit, once per held-out image, after a check on the first two
+# that names a head that does not fit the backbone, if one does not.
+seen = {"A": 0, "B": 0}
+
+
+def counter(name):
+    def hook(module, args, output):
+        seen[name] += len(args[0])
+
+    return hook
+
+
+hooks = [model_a[0].register_forward_hook(counter("A")),
+         model_b[0].register_forward_hook(counter("B"))]  # fmt: skip
+clf = MergedHeadsClassifier((model_a, "1"), heads).fit(X[held_out], y[held_out])
+fit_counts = dict(seen)
+seen.update(A=0, B=0)
+proba = clf.predict_proba(X[test])
+for hook in hooks:
+    hook.remove()
+print(f"fit on {len(held_out)} images: backbone A ran on {fit_counts['A']}, B's copy on "
+      f"{fit_counts['B']}")  # fmt: skip
+print(f"predict_proba of {len(test)} images: backbone A ran on {seen['A']}, B's copy on "
+      f"{seen['B']}; {proba.shape[1]} labels out")  # fmt: skip
+assert fit_counts == {"A": len(held_out) + 2, "B": 0}
+assert seen == {"A": len(test), "B": 0}
 
 # %%
 # Nothing was trained but the calibration:

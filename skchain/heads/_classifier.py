@@ -227,11 +227,11 @@ class MergedHeadsClassifier(ParamsChecked, DocLinkMixin, ClassifierMixin, BaseEs
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
+        X : array-like of shape (n_samples, ...)
             Backbone inputs, one row per sample (any numeric dtype, memory
-            order or container, converted to C-ordered float32 once). Image
-            backbones reshape the rows themselves, e.g. with a first
-            ``nn.Unflatten(1, (1, 8, 8))`` layer. A dask array is refused
+            order or container, converted to C-ordered float32 once): a table
+            ``(n_samples, n_features)`` or, for an image backbone, the images
+            ``(n_samples, C, H, W)``, handed to it unchanged. A dask array is refused
             (the calibration needs the heads' outputs on every row: compute
             the held-out rows), except with ``calibration=None``, which reads
             only its first rows.
