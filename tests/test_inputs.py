@@ -9,9 +9,9 @@ import pytest
 from sklearn.base import BaseEstimator
 
 from skchain._inputs import (
-    _numeric,
     NumericRows,
     TextRows,
+    _numeric,
     all_finite,
     check_rows,
     check_texts,
