@@ -31,6 +31,7 @@ _IMAGE_SUFFIXES = "a list of image file paths, PIL images or arrays"
 # Bytes per pixel of a decoded image, when a file's mode is not read.
 _RGB_BYTES = 3
 
+
 def _is_path(value):
     return isinstance(value, (str, os.PathLike))
 
@@ -294,7 +295,9 @@ def _key(item):
                 for block in iter(lambda: handle.read(1 << 20), b""):
                     hasher.update(block)
         except OSError as exc:
-            raise ValueError(f"Cannot read image file {item!r}: {exc}.") from exc
+            raise ValueError(
+                f"Cannot read image file {item!r}: {exc}. Check that it is a readable file."
+            ) from exc
     elif isinstance(item, np.ndarray):
         hasher.update(f"array\0{item.dtype.str}\0{item.shape}\0".encode())
         hasher.update(np.ascontiguousarray(item).data)
