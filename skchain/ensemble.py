@@ -1,8 +1,8 @@
 """Combine already-trained models at their outputs, without refitting them.
 
 Size (over 600 lines): the two public estimators and their shared base, about
-half of it their numpydoc docstrings; members' checking and running live in
-``_members``.
+300 of the lines their numpydoc docstrings; members' checking and running live
+in ``_members``.
 
 Several models that predict the same task -- skorch nets, plain torch modules
 loaded from weights, fitted scikit-learn estimators -- can be combined into one

