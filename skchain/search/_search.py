@@ -16,6 +16,7 @@ from contextlib import nullcontext
 from inspect import signature
 from traceback import format_exc
 
+from joblib import effective_n_jobs
 from sklearn.base import clone, is_classifier
 from sklearn.model_selection import GridSearchCV, RandomizedSearchCV, check_cv
 from sklearn.pipeline import Pipeline
@@ -145,20 +146,26 @@ class _ChainSearchMixin:
             )
             prefixes, prefix_info = map(list, zip(*phase1, strict=True))
 
-        # Phase 2: one task per (fold, group of candidates sharing step `common`).
+        # Phase 2: per fold, tasks of groups of candidates sharing step `common`.
         by_position = {c.index: c for c in candidates}
         groups = [
             [by_position[i] for i in group]
             for group in group_by_prefix({c.index: c.keys for c in candidates}, by_position, common)
         ]
+        # Groups are packed into a few tasks per fold (about 4 per worker in
+        # all): a task costs shipping its fold's data and the context, which
+        # for a cheap final step would outweigh fitting it.
+        n_tasks = max(1, -(-4 * max(1, effective_n_jobs(self.n_jobs)) // n_splits))
+        size = -(-len(groups) // min(n_tasks, len(groups)))
+        packs = [groups[i : i + size] for i in range(0, len(groups), size)]
         tasks, keys = [], []
         for s, (train, test) in enumerate(cv_splits):
             if prefix_info[s][2] is not None:
                 continue  # the shared prefix failed on this fold
-            for group in groups:
+            for pack in packs:
                 tasks.append(
                     (
-                        (group, common, X, y, train, test, prefixes[s]),
+                        (pack, common, X, y, train, test, prefixes[s]),
                         {"score_params": score_params, "ctx": ctx},
                     )
                 )
