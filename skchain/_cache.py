@@ -30,6 +30,8 @@ where outputs are kept and when:
    FLOPs, not timed (:func:`skchain._flops.worth_caching`).
 """
 
+import contextlib
+import contextvars
 import functools
 import hashlib
 import os
@@ -60,6 +62,7 @@ __all__ = [
     "callable_id",
     "model_fingerprint",
     "resolve_cache",
+    "streaming",
     "weights_digest",
 ]
 
@@ -77,6 +80,9 @@ CACHE_CONSTRAINT = ["boolean", str, os.PathLike, Memory]
 # object's header (33) and a dict slot with its int value (about 85, measured
 # with tracemalloc).
 _INDEX_BYTES_PER_ROW = 120
+
+# Set while a block of a dask collection is computed (see :func:`streaming`).
+_STREAMING = contextvars.ContextVar("skchain_streaming", default=False)
 
 _DECISIONS_KEPT = 4096
 _DECISIONS_PER_MODULE = 64
@@ -208,6 +214,24 @@ class _MemoryStore:
 _MEMORY = _MemoryStore()
 
 
+@contextlib.contextmanager
+def streaming():
+    """Within the block, the memory layer keeps no new rows (it still serves
+    the rows it has); a disk layer reads and writes as always.
+
+    A dask transform runs through here block by block: its data are presumed
+    larger than memory and each block passes once, so keeping its outputs
+    would only fill the store to its bound -- memory bounded by the cache,
+    not by the blocks. A context variable, so that it holds for the thread
+    (or task) computing the block and no other.
+    """
+    token = _STREAMING.set(True)
+    try:
+        yield
+    finally:
+        _STREAMING.reset(token)
+
+
 # -- the cache -----------------------------------------------------------------
 
 
@@ -308,7 +332,8 @@ class OutputCache:
                 UserWarning,
                 stacklevel=4,
             )
-        self.memory.put(namespace, keys, values)
+        if not _STREAMING.get():
+            self.memory.put(namespace, keys, values)
 
     def _cached(self, namespace, rows, compute, head=None):
         keys = rows.keys()
@@ -326,12 +351,18 @@ class OutputCache:
             origin = np.unique(inverse, return_index=True)[1]  # first occurrences
 
         parts, missing = self.memory.lookup(namespace, distinct)
+        if head is not None and len(missing) and missing[0] == 0:
+            # Not kept in memory while streaming: the counted row is served
+            # from its own output, as the store would have.
+            parts.append((missing[:1], head, np.zeros(1, dtype=np.intp)))
+            missing = missing[1:]
         if len(missing) and self.disk is not None:
             from_disk, still, bad = self.disk.lookup(namespace, [distinct[j] for j in missing])
             for where, values, positions in from_disk:
                 where = missing[where]
                 parts.append((where, values, positions))
-                self.memory.put(namespace, [distinct[j] for j in where], values[positions])
+                if not _STREAMING.get():
+                    self.memory.put(namespace, [distinct[j] for j in where], values[positions])
             missing = missing[still]
             if bad:
                 warnings.warn(

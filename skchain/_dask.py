@@ -22,6 +22,7 @@ import functools
 from sklearn import get_config
 from sklearn.utils.validation import check_is_fitted
 
+from ._cache import streaming
 from ._inputs import check_dask_rows, is_dask
 
 __all__ = ["blockwise", "dask_fit", "dask_fit_transform"]
@@ -59,7 +60,11 @@ def blockwise(output, *, texts=False):
 
 
 def _call(estimator, name, args, kwargs, X):
-    return getattr(estimator, name)(X, *args, **kwargs)
+    # One block of data presumed larger than memory: the frozen-output cache
+    # keeps none of it in memory (a disk cache still does), so memory stays
+    # bounded by the blocks.
+    with streaming():
+        return getattr(estimator, name)(X, *args, **kwargs)
 
 
 def _check_default_output(estimator):

@@ -322,6 +322,63 @@ def test_the_lazy_result_pickles_with_its_estimator(data):
     np.testing.assert_allclose(again.compute(), nt.transform(X), rtol=1e-5)
 
 
+def _wide(seed=0):
+    """A model that cache="auto" keeps (far more FLOPs per row than a row's bytes)."""
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(D, 512), nn.ReLU(), nn.Linear(512, 512), nn.ReLU(),
+                         nn.Linear(512, 4))
+
+
+class _Rows(nn.Module):
+    """Counts the rows that its module's forward passes run."""
+
+    def __init__(self, module):
+        super().__init__()
+        self.module = module
+        self.rows = 0
+
+    def forward(self, x):
+        self.rows += x.shape[0]
+        return self.module(x)
+
+
+@pytest.mark.parametrize("scheduler", ["synchronous", "threads"])
+def test_a_dask_transform_keeps_no_block_in_the_memory_store(monkeypatch, tmp_path, scheduler):
+    from skchain import _cache
+
+    store = _cache._MemoryStore()
+    monkeypatch.setattr(_cache, "_MEMORY", store)
+    X = np.random.RandomState(3).randn(2000, D).astype(np.float32)
+    module = _Rows(_wide())
+    nt = NeuralTransformer(module).fit(X[:2])  # the default cache="auto"
+    held = store.nbytes
+    with dask.config.set(scheduler=scheduler):
+        out = nt.transform(da.from_array(X, chunks=250)).compute()
+    # The cache was on (judged worth it), and the 8 blocks left no byte behind.
+    assert True in store._decisions.values()
+    assert store.nbytes == held
+    expected = nt.transform(X)  # NumPy: kept in memory as before
+    assert store.nbytes >= held + expected.nbytes
+    held = store.nbytes
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-6)
+    # Rows the store holds are still served to dask blocks: nothing runs.
+    module.rows = 0
+    with dask.config.set(scheduler=scheduler):
+        again = nt.transform(da.from_array(X, chunks=250)).compute()
+    assert module.rows == 0 and store.nbytes == held
+    np.testing.assert_array_equal(again, expected)
+    # A disk cache given by the user is still written by the blocks.
+    store.clear()
+    disk = NeuralTransformer(module, cache=tmp_path / "cache").fit(X[:2])
+    held = store.nbytes
+    with dask.config.set(scheduler=scheduler):
+        disk.transform(da.from_array(X, chunks=250)).compute()
+    assert store.nbytes == held
+    module.rows = 0
+    np.testing.assert_allclose(disk.transform(X), expected, rtol=1e-5, atol=1e-6)
+    assert module.rows == 0  # every row read back from the folder
+
+
 @pytest.fixture(scope="module")
 def client():
     """A 2-process cluster on 127.0.0.1 without dashboard, shared by the tests
@@ -393,20 +450,66 @@ def test_search_on_a_cluster_computes_each_row_once(data, client, tmp_path, sear
     ).fit(X, y)
     counter = tmp_path / "cluster"
     nt = NeuralTransformer(CountingLinear(counter, seed), cache=tmp_path / "cache")
-    # Both searches run their folds as tasks that start at once on the two
-    # workers and may compute the same rows before either stored them (how
-    # many depends on timing: 1.0 to 1.33 passes per row seen). One dask
-    # transform over the cluster fills the shared disk cache first, each row
-    # computed once (the blocks are disjoint); the search then reads them.
-    nt.fit(X[:2])
-    client.compute(nt.transform(da.from_array(X, chunks=CHUNK))).result()
+    if search == "grid":
+        # GridSearchCV's (candidate, fold) tasks start at once on the two
+        # workers and may compute the same rows before either stored them
+        # (1.0 to 1.33 passes per row seen): one dask transform over the
+        # cluster fills the shared disk cache first, each row once.
+        nt.fit(X[:2])
+        client.compute(nt.transform(da.from_array(X, chunks=CHUNK))).result()
+    # ChainSearchCV needs nothing first: it runs the frozen step over all rows
+    # once, in disjoint pieces, before its fold tasks; the refit reads them
+    # from the shared folder.
     with joblib.parallel_backend("dask"):
         remote = Search(make_pipeline(nt, LogisticRegression()), grid, cv=3, n_jobs=2).fit(X, y)
     # every row ran (the counter counts), and once over all the workers
     assert N <= _rows_run(counter) <= 1.1 * N
+    if search == "chain":
+        assert remote.prefix_fits_ == {"neuraltransformer": 1}
     np.testing.assert_array_equal(
         remote.cv_results_["mean_test_score"], local.cv_results_["mean_test_score"]
     )
+
+
+def test_chain_search_scores_are_the_same_bits_on_every_backend(data, client):
+    """The frozen head's pieces start at multiples of batch_size: its outputs
+    are those of one transform of all rows, whichever process ran a piece."""
+    import joblib
+    from sklearn.pipeline import make_pipeline
+
+    from skchain import ChainSearchCV
+
+    X, y = data
+    grid = {"logisticregression__C": [0.1, 1.0, 10.0]}
+
+    def search(n_jobs):
+        # A float score sees the outputs' last bits; batches of 32 rows put
+        # piece boundaries inside the rows (2 pieces of 128 and 102 rows).
+        nt = NeuralTransformer(_wide(5), batch_size=32, cache=False)
+        pipe = make_pipeline(nt, LogisticRegression(max_iter=500))
+        return ChainSearchCV(pipe, grid, cv=3, n_jobs=n_jobs, scoring="neg_log_loss",
+                             refit=False).fit(X, y)
+
+    # A forward pass on 1 thread and on 2 may differ in the last bits: a
+    # process-based task runs on its share of the cores (1 of 2 here), a
+    # new thread of this process on OpenMP's default (torch's thread count
+    # is per thread): each reference runs one process, the same way.
+    from concurrent.futures import ThreadPoolExecutor
+
+    from skchain._parallel import limit_threads, threads_per_task
+
+    with limit_threads(threads_per_task(2)):
+        per_task = search(None)
+    with ThreadPoolExecutor(1) as pool:
+        in_process = pool.submit(search, None).result()
+    for backend, reference in [("loky", per_task), ("dask", per_task),
+                               ("threading", in_process)]:
+        with joblib.parallel_backend(backend):
+            other = search(2)
+        for key in ("mean_test_score", "split0_test_score", "split2_test_score"):
+            np.testing.assert_array_equal(
+                other.cv_results_[key], reference.cv_results_[key], err_msg=backend
+            )
 
 
 def test_text_embedder_takes_dask_texts():

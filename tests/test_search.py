@@ -6,6 +6,7 @@ import warnings
 
 import numpy as np
 import pytest
+import torch
 from _search_asserts import assert_same_search as _assert_same_search
 from scipy.stats import loguniform
 from sklearn.base import BaseEstimator, TransformerMixin, clone
@@ -397,3 +398,86 @@ def test_a_diverged_candidate_fails_alone(iris):
     assert ours.best_params_ == {"neuraltransformer__net__lr": 0.05}
     with pytest.raises(ValueError, match="diverged at epoch"):
         ChainSearchCV(pipe, grid, cv=CV, error_score="raise").fit(X, y)
+
+
+class _FileCountedLinear(torch.nn.Module):
+    """A pretrained linear layer that appends each forward pass's rows to a
+    file: counts passes over every worker process."""
+
+    def __init__(self, path):
+        super().__init__()
+        torch.manual_seed(0)
+        self.linear = torch.nn.Linear(4, 3)
+        self.path = str(path)
+
+    def forward(self, x):
+        with open(self.path, "a") as f:
+            f.write(f"{x.shape[0]}\n")
+        return self.linear(x)
+
+
+def _rows_run(path):
+    return sum(int(line) for line in open(path)) if path.exists() else 0
+
+
+def test_a_frozen_head_runs_each_row_once_on_processes_without_a_cache(iris, tmp_path):
+    """A pretrained step heading every candidate is run over all rows once,
+    before the folds, in disjoint pieces: with loky workers and no cache at
+    all, each row runs once (GridSearchCV: once per candidate and fold)."""
+    X, y = iris
+    X = X.astype(np.float32)
+    grid = {"pca__n_components": [2, 3], "logisticregression__C": [0.1, 1.0]}
+
+    def pipe(path):
+        nt = NeuralTransformer(_FileCountedLinear(path), batch_size=64, cache=False)
+        return make_pipeline(nt, PCA(random_state=0), LogisticRegression())
+
+    ours = ChainSearchCV(pipe(tmp_path / "ours"), grid, cv=CV, n_jobs=2, refit=False).fit(X, y)
+    ref = GridSearchCV(pipe(tmp_path / "ref"), grid, cv=CV, refit=False).fit(X, y)
+    assert _rows_run(tmp_path / "ours") == len(X)
+    assert _rows_run(tmp_path / "ref") >= 4 * len(X)
+    assert ours.prefix_fits_ == {"neuraltransformer": 1, "pca": 2 * 3}
+    _assert_same_search(ours, ref)
+    # The frozen step's time is shared by every candidate and fold.
+    assert np.all(ours.cv_results_["mean_fit_time"] > 0)
+
+
+def test_a_frozen_head_that_fails_is_fitted_by_the_folds(iris):
+    """NaN rows: the head fails as a whole, the folds then fit it themselves
+    and fail with error_score on each fold, as in GridSearchCV."""
+    X, y = iris
+    X = X.astype(np.float32).copy()
+    X[5, 0] = np.nan  # in the test fold of one split, the training rows of two
+    torch.manual_seed(0)
+    nt = NeuralTransformer(torch.nn.Linear(4, 3))
+    pipe = make_pipeline(nt, LogisticRegression())
+    grid = {"logisticregression__C": [0.1, 1.0]}
+    with pytest.warns(FitFailedWarning):
+        ours = ChainSearchCV(pipe, grid, cv=CV, refit=False).fit(X, y)
+    with pytest.warns(FitFailedWarning):
+        ref = GridSearchCV(pipe, grid, cv=CV, refit=False).fit(X, y)
+    for key in ["mean_test_score"] + [f"split{i}_test_score" for i in range(3)]:
+        np.testing.assert_array_equal(ours.cv_results_[key], ref.cv_results_[key])
+    assert np.isnan(ours.cv_results_["mean_test_score"]).all()
+    with pytest.raises(ValueError, match="NaN"):
+        ChainSearchCV(pipe, grid, cv=CV, error_score="raise").fit(X, y)
+
+
+def test_frozen_head_pieces_batch_rows_as_one_transform():
+    """Pieces start at multiples of batch_size: computed one by one, they give
+    one transform's values to the last bit (a piece boundary inside a batch
+    changes what a forward pass holds, and so the last bits)."""
+    from skchain.search._frozen import _piece_rows, _run_piece
+
+    rng = np.random.RandomState(0)
+    X = rng.randn(230, 6).astype(np.float32)
+    torch.manual_seed(5)
+    module = torch.nn.Sequential(torch.nn.Linear(6, 512), torch.nn.ReLU(),
+                                 torch.nn.Linear(512, 512), torch.nn.ReLU(),
+                                 torch.nn.Linear(512, 4))
+    steps = [("nt", NeuralTransformer(module, batch_size=32, cache=False))]
+    expected = clone(steps[0][1]).fit(X).transform(X)
+    for n_jobs, size in [(1, 256), (2, 128), (3, 96), (8, 32)]:
+        assert _piece_rows(steps, len(X), n_jobs) == size
+        pieces = [_run_piece(steps, X[i : i + size], None)[0] for i in range(0, len(X), size)]
+        np.testing.assert_array_equal(np.concatenate(pieces), expected)

@@ -2,7 +2,7 @@
 
 Two kinds of joblib task run here. :func:`fit_common_prefix` fits the steps
 that every candidate configures identically, once per fold.
-:func:`evaluate_group` takes one fold and one group of candidates that share
+:func:`evaluate_group` takes one fold and groups of candidates that share
 steps ``0..depth``, and walks the prefix tree below: each node (a step with
 one configuration, under one parent) is fitted once on the fold's training
 rows, transforms the training and test rows for its children, and is dropped
@@ -336,14 +336,15 @@ def fit_common_prefix(candidate, depth_stop, X, y, train, test, ctx):
     return (X_fit, X_test, X_score), (fit_time, score_time, None, n_fitted)
 
 
-def evaluate_group(candidates, depth, X, y, train, test, prefix, *, score_params, ctx):
-    """One fold, one group of candidates sharing steps ``0..depth-1``.
+def evaluate_group(groups, depth, X, y, train, test, prefix, *, score_params, ctx):
+    """One fold, one or more groups of candidates sharing steps ``0..depth-1``
+    (each group also shares step ``depth``).
 
     ``prefix`` is :func:`fit_common_prefix`'s output for this fold (None when
     no step is shared). Returns ``{candidate index: result}`` and the fits
     per step name.
     """
-    out = {c.index: new_result(len(test)) for c in candidates}
+    out = {c.index: new_result(len(test)) for group in groups for c in group}
     counts = Counter()
     X_train, y_train = _safe_split(ctx.estimator, X, y, train)
     X_test, y_test = _safe_split(ctx.estimator, X, y, test, train)
@@ -361,5 +362,6 @@ def evaluate_group(candidates, depth, X, y, train, test, prefix, *, score_params
         train=train,
     )
     del X_train, X_test
-    _fit_node(candidates, depth, data, out, ctx, counts)
+    for group in groups:
+        _fit_node(group, depth, data, out, ctx, counts)
     return out, counts

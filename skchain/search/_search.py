@@ -5,7 +5,8 @@ scoring, ranking, refit selection, metadata routing and ``cv_results_``
 formatting come from :class:`~sklearn.model_selection.GridSearchCV`'s own
 methods (listed in :mod:`skchain._sklearn_compat`). ``fit`` is rewritten
 only to replace the per-(candidate, fold) ``_fit_and_score`` loop by the
-prefix tree (:mod:`._prefix_tree`, run fold by fold in :mod:`._fold`), and
+prefix tree (:mod:`._prefix_tree`, run fold by fold in :mod:`._fold`, after
+a frozen head has run once over all rows in :mod:`._frozen`), and
 to publish its fitted attributes only once the whole fit has succeeded.
 """
 
@@ -15,6 +16,7 @@ from contextlib import nullcontext
 from inspect import signature
 from traceback import format_exc
 
+from joblib import effective_n_jobs
 from sklearn.base import clone, is_classifier
 from sklearn.model_selection import GridSearchCV, RandomizedSearchCV, check_cv
 from sklearn.pipeline import Pipeline
@@ -31,6 +33,7 @@ from .._sklearn_compat import (
 )
 from ._epochs import share_keys
 from ._fold import Candidate, Context, evaluate_group, failure_result, fit_common_prefix
+from ._frozen import frozen_depth, frozen_outputs
 from ._prefix_tree import common_depth, group_by_prefix, prefix_ids
 from ._step_params import check_step_names, check_transform_input, routing_enabled, step_params
 
@@ -122,10 +125,16 @@ class _ChainSearchMixin:
         ids = [c.ids for c in candidates]
         common = common_depth(ids)
 
+        # Phase 0: a frozen head (steps that learn nothing from the rows),
+        # once over all rows; the folds cut its outputs (see ._frozen).
+        X, candidates, frozen_time = self._run_frozen_head(candidates, common, X, y, counts)
+        share = 1.0 / len(candidates)
+        frozen_time *= share / n_splits
+
         # Phase 1: the steps every candidate shares, once per fold.
         prefixes = [None] * n_splits
         prefix_info = [(0.0, 0.0, None, Counter())] * n_splits
-        if common > 0:
+        if any(not _is_passthrough(step) for _, step in candidates[0].steps[:common]):
             phase1 = parallel_map(
                 fit_common_prefix,
                 [
@@ -137,20 +146,26 @@ class _ChainSearchMixin:
             )
             prefixes, prefix_info = map(list, zip(*phase1, strict=True))
 
-        # Phase 2: one task per (fold, group of candidates sharing step `common`).
+        # Phase 2: per fold, tasks of groups of candidates sharing step `common`.
         by_position = {c.index: c for c in candidates}
         groups = [
             [by_position[i] for i in group]
             for group in group_by_prefix({c.index: c.keys for c in candidates}, by_position, common)
         ]
+        # Groups are packed into a few tasks per fold (about 4 per worker in
+        # all): a task costs shipping its fold's data and the context, which
+        # for a cheap final step would outweigh fitting it.
+        n_tasks = max(1, -(-4 * max(1, effective_n_jobs(self.n_jobs)) // n_splits))
+        size = -(-len(groups) // min(n_tasks, len(groups)))
+        packs = [groups[i : i + size] for i in range(0, len(groups), size)]
         tasks, keys = [], []
         for s, (train, test) in enumerate(cv_splits):
             if prefix_info[s][2] is not None:
                 continue  # the shared prefix failed on this fold
-            for group in groups:
+            for pack in packs:
                 tasks.append(
                     (
-                        (group, common, X, y, train, test, prefixes[s]),
+                        (pack, common, X, y, train, test, prefixes[s]),
                         {"score_params": score_params, "ctx": ctx},
                     )
                 )
@@ -162,23 +177,48 @@ class _ChainSearchMixin:
 
         # A shared step's time on a fold is split evenly between the
         # candidates that used it.
-        share = 1.0 / len(candidates)
         for s, (_, test) in enumerate(cv_splits):
             fit_time, score_time, error, n_fitted = prefix_info[s]
             counts += n_fitted
             if error is not None:
                 for c in candidates:
                     out[c.index * n_splits + s] = failure_result(
-                        ctx, len(test), error, fit_time * share, score_time * share
+                        ctx, len(test), error, fit_time * share + frozen_time,
+                        score_time * share,
                     )
         for s, (group_out, group_counts) in zip(keys, results, strict=True):
             fit_time, score_time, _, _ = prefix_info[s]
             for index, result in group_out.items():
-                result["fit_time"] += fit_time * share
+                result["fit_time"] += fit_time * share + frozen_time
                 result["score_time"] += score_time * share
                 out[index * n_splits + s] = result
             counts += group_counts
         return out, counts
+
+    def _run_frozen_head(self, candidates, common, X, y, counts):
+        """``(X, candidates, seconds)`` after the frozen head: its outputs for
+        all rows, and the candidates with its steps as passthrough. As they
+        were (and 0 seconds) when there is none, or when it fails: the folds
+        then fit it and report the failure as they always have."""
+        depth = frozen_depth(candidates[0], common)
+        if depth == 0:
+            return X, candidates, 0.0
+        head = candidates[0].steps[:depth]
+        try:
+            Xt, seconds = frozen_outputs(
+                head, X, y, n_jobs=self.n_jobs, pre_dispatch=self.pre_dispatch
+            )
+        except Exception:
+            return X, candidates, 0.0
+        passthrough = [(name, "passthrough") for name, _ in head]
+        candidates = [
+            Candidate(c.index, passthrough + list(c.steps[depth:]), c.ids, c.params, c.keys)
+            for c in candidates
+        ]
+        for name, step in head:
+            if not _is_passthrough(step):
+                counts[name] += 1  # fitted once for the whole search
+        return Xt, candidates, seconds
 
     @_fit_context(prefer_skip_nested_validation=False)
     def fit(self, X, y=None, **params):
@@ -373,7 +413,12 @@ class ChainSearchCV(DocLinkMixin, _ChainSearchMixin, GridSearchCV):
     that share the first varying step), so ``n_jobs`` and
     ``joblib.parallel_backend("dask")`` work as in scikit-learn; each task
     limits its torch/BLAS threads to its share of the cores. A prefix's
-    outputs are freed once the candidates below it are scored.
+    outputs are freed once the candidates below it are scored. Steps that
+    head every candidate and use their model as it is (a
+    :class:`~skchain.NeuralTransformer` with a pretrained module or
+    ``frozen=True``) run once over all rows, before the folds, in disjoint
+    pieces of rows: one forward pass per row on any backend, a cluster's
+    workers included.
 
     Read more in the :ref:`User Guide <chain_search>`.
 
@@ -437,8 +482,9 @@ class ChainSearchCV(DocLinkMixin, _ChainSearchMixin, GridSearchCV):
         How many times each non-final step, by name, was fitted during the
         search (over all folds, refit excluded; ``"passthrough"`` counts 0).
         Without sharing it would be ``n_candidates * n_splits_`` for every
-        step. Steps named only in a grid's ``steps`` lists are added after
-        the pipeline's own.
+        step; a frozen step heading every candidate counts 1 (run once over
+        all rows). Steps named only in a grid's ``steps`` lists are added
+        after the pipeline's own.
 
     See Also
     --------
