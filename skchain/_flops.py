@@ -10,6 +10,8 @@ installs global module hooks (its module tracker), which would run in every
 other thread's forward pass while one model is judged.
 """
 
+import sys
+
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import flop_registry
 
@@ -40,6 +42,16 @@ class _CountFlops(TorchDispatchMode):
         super().__init__()
         self.flops = 0
 
+    @classmethod
+    def _should_skip_dynamo(cls):
+        # torch wraps a mode's __torch_dispatch__ in ``torch._dynamo.disable``,
+        # whose first call imports dynamo and sympy: ~70 MB and ~1 s in every
+        # process that judges a model (each dask worker, each joblib worker).
+        # The wrapper only matters inside compiled code, and nothing can have
+        # been compiled in a process that never imported dynamo; the subclass
+        # below keeps it for the processes that did (see row_flops).
+        return False
+
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         formula = flop_registry.get(func._overloadpacket)
@@ -56,10 +68,21 @@ class _CountFlops(TorchDispatchMode):
         return out
 
 
+class _CountFlopsDynamo(_CountFlops):
+    """:class:`_CountFlops` for a process where torch.compile may have run."""
+
+    @classmethod
+    def _should_skip_dynamo(cls):
+        return True
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        return super().__torch_dispatch__(func, types, args, kwargs)
+
+
 def row_flops(compute, row):
     """``(compute(row), flops)``: the output of a one-row batch and the FLOPs
     its forward pass counted."""
-    counter = _CountFlops()
+    counter = _CountFlopsDynamo() if "torch._dynamo" in sys.modules else _CountFlops()
     with counter:
         out = compute(row)
     return out, counter.flops
