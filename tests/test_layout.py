@@ -64,6 +64,9 @@ def _rows_of(value, row_shape):
     return False
 
 
+_TORCH_CALLBACKS = {"__torch_dispatch__", "__torch_function__"}
+
+
 def walk(call, X):
     """The modules X passes through, in order (repeats within a module merged)."""
     row_shape = tuple(np.asarray(X).shape[1:])
@@ -74,11 +77,13 @@ def walk(call, X):
             return
         module = frame.f_globals.get("__name__", "")
         caller = frame.f_back.f_globals.get("__name__", "") if frame.f_back else ""
+        code = frame.f_code
         if not module.startswith("skchain") or (
             seen and not caller.startswith("skchain")
-        ):
-            return  # not skchain's, or called back by torch (a hook, a dispatch mode)
-        code = frame.f_code
+        ) or code.co_name in _TORCH_CALLBACKS:
+            # Not skchain's, or called back by torch (a hook, a dispatch mode:
+            # torch calls a mode from whichever frame runs the op).
+            return
         names = code.co_varnames[: code.co_argcount + code.co_kwonlyargcount]
         values = [frame.f_locals[n] for n in names if n in frame.f_locals]
         if any(v is X or _rows_of(v, row_shape) for v in values):
