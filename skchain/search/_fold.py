@@ -29,7 +29,10 @@ from ._epochs import fit_epochs
 from ._prefix_tree import group_by_prefix
 from ._step_params import fold_step_params
 
-__all__ = ["Candidate", "Context", "evaluate_group", "failure_result", "fit_common_prefix"]
+__all__ = [
+    "Candidate", "Context", "evaluate_group", "failure_result", "fit_common_prefix",
+    "is_passthrough",
+]  # fmt: skip
 
 
 class Candidate:
@@ -93,7 +96,7 @@ class _FoldData:
         return fold_step_params(self.X, candidate.params.get(name, {}), self.train)
 
 
-def _is_passthrough(step):
+def is_passthrough(step):
     return step is None or (isinstance(step, str) and step == "passthrough")
 
 
@@ -179,7 +182,7 @@ def _fit_node(candidates, depth, data, out, ctx, counts):
         for c in candidates:
             _fit_final(c, data, out, ctx)
         return
-    if _is_passthrough(step):
+    if is_passthrough(step):
         for group in _groups(candidates, depth + 1):
             _fit_node(group, depth + 1, data, out, ctx, counts)
         return
@@ -316,7 +319,7 @@ def fit_common_prefix(candidate, depth_stop, X, y, train, test, ctx):
     fit_time = score_time = 0.0
     n_fitted = Counter()
     for name, step in candidate.steps[:depth_stop]:
-        if _is_passthrough(step):
+        if is_passthrough(step):
             continue
         start = time.time()
         try:

@@ -32,12 +32,9 @@ from sklearn.utils.validation import _num_samples
 
 from .._neural import NeuralTransformer
 from .._parallel import parallel_map
+from ._fold import Candidate, is_passthrough
 
-__all__ = ["frozen_depth", "frozen_outputs"]
-
-
-def _is_passthrough(step):
-    return step is None or (isinstance(step, str) and step == "passthrough")
+__all__ = ["frozen_depth", "frozen_outputs", "run_frozen_head"]
 
 
 def _learns_nothing(step):
@@ -51,7 +48,7 @@ def frozen_depth(candidate, common):
     parameters. 0 when no such step runs a model."""
     depth = runs = 0
     for name, step in candidate.steps[:common]:
-        if _is_passthrough(step):
+        if is_passthrough(step):
             depth += 1
             continue
         params = candidate.params.get(name, {})
@@ -77,7 +74,7 @@ def _piece_rows(steps, n_samples, n_jobs):
 def _run_piece(steps, X, y):
     start = time.time()
     for _, step in steps:
-        if _is_passthrough(step):
+        if is_passthrough(step):
             continue
         step = clone(step)  # shares a pretrained module, never copies it
         X = step.fit_transform(X) if y is None else step.fit_transform(X, y)
@@ -113,3 +110,27 @@ def frozen_outputs(steps, X, y, *, n_jobs=None, pre_dispatch="2*n_jobs"):
         f"the frozen steps returned {type(outputs[0]).__name__} pieces, which "
         "cannot be joined"
     )
+
+
+def run_frozen_head(candidates, common, X, y, counts, *, n_jobs=None, pre_dispatch="2*n_jobs"):
+    """``(X, candidates, seconds)`` after the frozen head: its outputs for
+    all rows, and the candidates with its steps as passthrough. As they
+    were (and 0 seconds) when there is none, or when it fails: the folds
+    then fit it and report the failure as they always have."""
+    depth = frozen_depth(candidates[0], common)
+    if depth == 0:
+        return X, candidates, 0.0
+    head = candidates[0].steps[:depth]
+    try:
+        Xt, seconds = frozen_outputs(head, X, y, n_jobs=n_jobs, pre_dispatch=pre_dispatch)
+    except Exception:
+        return X, candidates, 0.0
+    passthrough = [(name, "passthrough") for name, _ in head]
+    candidates = [
+        Candidate(c.index, passthrough + list(c.steps[depth:]), c.ids, c.params, c.keys)
+        for c in candidates
+    ]
+    for name, step in head:
+        if not is_passthrough(step):
+            counts[name] += 1  # fitted once for the whole search
+    return Xt, candidates, seconds

@@ -1,5 +1,10 @@
 """ChainSearchCV and ChainRandomizedSearchCV: scikit-learn's searches with a shared-prefix loop.
 
+Size (about 600 lines): the two public searches and their shared mixin, about
+280 of the lines docstrings; the loop's parts live beside it (the prefix tree
+in :mod:`._prefix_tree`, a fold's work in :mod:`._fold`, the frozen head in
+:mod:`._frozen`, training lengths in :mod:`._epochs`).
+
 Everything but the evaluation loop is scikit-learn's: parameter validation,
 scoring, ranking, refit selection, metadata routing and ``cv_results_``
 formatting come from :class:`~sklearn.model_selection.GridSearchCV`'s own
@@ -32,8 +37,15 @@ from .._sklearn_compat import (
     scorer_dict,
 )
 from ._epochs import share_keys
-from ._fold import Candidate, Context, evaluate_group, failure_result, fit_common_prefix
-from ._frozen import frozen_depth, frozen_outputs
+from ._fold import (
+    Candidate,
+    Context,
+    evaluate_group,
+    failure_result,
+    fit_common_prefix,
+    is_passthrough,
+)
+from ._frozen import run_frozen_head
 from ._prefix_tree import common_depth, group_by_prefix, prefix_ids
 from ._step_params import check_step_names, check_transform_input, routing_enabled, step_params
 
@@ -56,10 +68,6 @@ _FITTED_ATTRIBUTES = (
 )
 
 
-def _is_passthrough(step):
-    return step is None or (isinstance(step, str) and step == "passthrough")
-
-
 class _ChainSearchMixin:
     """Replace BaseSearchCV's per-(candidate, fold) loop by a prefix tree."""
 
@@ -70,7 +78,7 @@ class _ChainSearchMixin:
                 f"{type(self.estimator).__name__}. Wrap the estimator in "
                 "sklearn.pipeline.make_pipeline(...) or use GridSearchCV."
             )
-        if _is_passthrough(self.estimator.steps[-1][1]):
+        if is_passthrough(self.estimator.steps[-1][1]):
             raise ValueError(
                 "The pipeline's last step is 'passthrough'; a search needs a final "
                 "estimator to score. Put an estimator last."
@@ -127,14 +135,16 @@ class _ChainSearchMixin:
 
         # Phase 0: a frozen head (steps that learn nothing from the rows),
         # once over all rows; the folds cut its outputs (see ._frozen).
-        X, candidates, frozen_time = self._run_frozen_head(candidates, common, X, y, counts)
+        X, candidates, frozen_time = run_frozen_head(
+            candidates, common, X, y, counts, n_jobs=self.n_jobs, pre_dispatch=self.pre_dispatch
+        )
         share = 1.0 / len(candidates)
         frozen_time *= share / n_splits
 
         # Phase 1: the steps every candidate shares, once per fold.
         prefixes = [None] * n_splits
         prefix_info = [(0.0, 0.0, None, Counter())] * n_splits
-        if any(not _is_passthrough(step) for _, step in candidates[0].steps[:common]):
+        if any(not is_passthrough(step) for _, step in candidates[0].steps[:common]):
             phase1 = parallel_map(
                 fit_common_prefix,
                 [
@@ -194,31 +204,6 @@ class _ChainSearchMixin:
                 out[index * n_splits + s] = result
             counts += group_counts
         return out, counts
-
-    def _run_frozen_head(self, candidates, common, X, y, counts):
-        """``(X, candidates, seconds)`` after the frozen head: its outputs for
-        all rows, and the candidates with its steps as passthrough. As they
-        were (and 0 seconds) when there is none, or when it fails: the folds
-        then fit it and report the failure as they always have."""
-        depth = frozen_depth(candidates[0], common)
-        if depth == 0:
-            return X, candidates, 0.0
-        head = candidates[0].steps[:depth]
-        try:
-            Xt, seconds = frozen_outputs(
-                head, X, y, n_jobs=self.n_jobs, pre_dispatch=self.pre_dispatch
-            )
-        except Exception:
-            return X, candidates, 0.0
-        passthrough = [(name, "passthrough") for name, _ in head]
-        candidates = [
-            Candidate(c.index, passthrough + list(c.steps[depth:]), c.ids, c.params, c.keys)
-            for c in candidates
-        ]
-        for name, step in head:
-            if not _is_passthrough(step):
-                counts[name] += 1  # fitted once for the whole search
-        return Xt, candidates, seconds
 
     @_fit_context(prefer_skip_nested_validation=False)
     def fit(self, X, y=None, **params):
