@@ -384,16 +384,25 @@ class OutputCache:
                 raise ValueError(
                     f"The model returned {computed.shape[0]} rows for {len(missing)} inputs."
                 )
-            missing_keys = distinct if whole else [distinct[j] for j in missing]
-            self._store(namespace, missing_keys, computed.copy())
-            if whole and inverse is None:
-                return computed  # fresh from the model: the cache holds its own copy
-            parts.append((missing, computed, np.arange(len(missing))))
+            if whole:
+                # Every distinct row, in order: nothing to assemble.
+                if inverse is None:
+                    self._store(namespace, distinct, computed.copy())
+                    return computed  # fresh from the model: the cache holds its own copy
+                # Repeated rows: the cache keeps ``computed`` itself and the
+                # caller gets the new array that indexing makes (two copies of
+                # the output at the peak, not four).
+                self._store(namespace, distinct, computed)
+                return computed[inverse]
+            # Some rows were found: the result is assembled into a new array
+            # anyway, so the cache keeps ``computed`` itself.
+            self._store(namespace, [distinct[j] for j in missing], computed)
+            parts.append((missing, computed, None))
 
         values = parts[0][1]
         unique_out = np.empty((len(distinct), *values.shape[1:]), dtype=values.dtype)
         for where, values, positions in parts:
-            unique_out[where] = values[positions]
+            unique_out[where] = values if positions is None else values[positions]
         if inverse is None:
             return unique_out
         return unique_out[inverse]

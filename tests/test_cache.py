@@ -711,3 +711,35 @@ def test_a_cleared_store_forgets_the_module_decisions(data):
     assert _cache._MEMORY.owner_decision(owner, fmt) is False
     _cache._MEMORY.clear()
     assert _cache._MEMORY.owner_decision(owner, fmt) is None
+
+
+@pytest.mark.parametrize("repeated", [False, True], ids=["distinct", "repeated-rows"])
+def test_a_first_pass_holds_two_copies_of_the_output_at_most(repeated):
+    # The cache keeps one copy and the caller gets one: a pass that found
+    # a few rows (the row that fit ran) or has repeated rows must not
+    # assemble the result through more output-sized temporaries.
+    import tracemalloc
+
+    rng = np.random.RandomState(0)
+    rows = rng.rand(4_000, 8).astype(np.float32)
+    if repeated:
+        rows[1::2] = rows[::2]
+    width = 1_024
+    out_bytes = len(rows) * width * 4
+
+    def compute(subset):
+        return np.repeat(subset[:, :1], width, axis=1)  # fresh, like a model's output
+
+    cache = OutputCache(_MemoryStore())
+    cache.compute("model", rows[:3], compute)  # a few rows already held
+    tracemalloc.start()
+    try:
+        out = cache.compute("model", rows, compute)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    np.testing.assert_array_equal(out, compute(rows))
+    assert out.flags.writeable and not np.shares_memory(out, rows)
+    assert peak < 2.3 * out_bytes, peak / out_bytes
+    again = cache.compute("model", rows, compute)  # every row now a hit
+    np.testing.assert_array_equal(again, out)
