@@ -335,6 +335,36 @@ class OutputCache:
         if not _STREAMING.get():
             self.memory.put(namespace, keys, values)
 
+    def _compute(self, namespace, rows, compute, distinct, inverse, origin, missing, parts):
+        """Compute and store the ``missing`` distinct rows; returns the whole
+        output when nothing else is to be assembled, else appends to ``parts``."""
+        whole = len(missing) == len(distinct)
+        if whole and origin is None:
+            subset = rows.rows  # the common first pass: no copy of the rows
+        else:
+            source = missing if origin is None else origin[missing]
+            subset = rows.take(source)
+        computed = np.ascontiguousarray(compute(subset))
+        if computed.shape[0] != len(missing):
+            raise ValueError(
+                f"The model returned {computed.shape[0]} rows for {len(missing)} inputs."
+            )
+        if whole:
+            # Every distinct row, in order: nothing to assemble.
+            if inverse is None:
+                self._store(namespace, distinct, computed.copy())
+                return computed  # fresh from the model: the cache holds its own copy
+            # Repeated rows: the cache keeps ``computed`` itself and the
+            # caller gets the new array that indexing makes (two copies of
+            # the output at the peak, not four).
+            self._store(namespace, distinct, computed)
+            return computed[inverse]
+        # Some rows were found: the result is assembled into a new array
+        # anyway, so the cache keeps ``computed`` itself.
+        self._store(namespace, [distinct[j] for j in missing], computed)
+        parts.append((missing, computed, None))
+        return None
+
     def _cached(self, namespace, rows, compute, head=None):
         keys = rows.keys()
         if head is not None:
@@ -372,32 +402,35 @@ class OutputCache:
                     stacklevel=3,
                 )
 
-        if len(missing):
-            whole = len(missing) == len(distinct)
-            if whole and origin is None:
-                subset = rows.rows  # the common first pass: no copy of the rows
-            else:
-                source = missing if origin is None else origin[missing]
-                subset = rows.take(source)
-            computed = np.ascontiguousarray(compute(subset))
-            if computed.shape[0] != len(missing):
-                raise ValueError(
-                    f"The model returned {computed.shape[0]} rows for {len(missing)} inputs."
-                )
-            if whole:
-                # Every distinct row, in order: nothing to assemble.
-                if inverse is None:
-                    self._store(namespace, distinct, computed.copy())
-                    return computed  # fresh from the model: the cache holds its own copy
-                # Repeated rows: the cache keeps ``computed`` itself and the
-                # caller gets the new array that indexing makes (two copies of
-                # the output at the peak, not four).
-                self._store(namespace, distinct, computed)
-                return computed[inverse]
-            # Some rows were found: the result is assembled into a new array
-            # anyway, so the cache keeps ``computed`` itself.
-            self._store(namespace, [distinct[j] for j in missing], computed)
-            parts.append((missing, computed, None))
+        claim = None
+        if len(missing) and self.disk is not None:
+            # Rows another process (or thread) is computing right now are
+            # waited for, not computed twice (a search's tasks on a cluster).
+            claim = self.disk.claims.claim(namespace, [distinct[j] for j in missing])
+        later, out = missing[:0], None
+        try:
+            if claim is not None:
+                later, missing = missing[claim.others], missing[~claim.others]
+            if len(missing):
+                out = self._compute(namespace, rows, compute, distinct, inverse, origin,
+                                    missing, parts)
+        except BaseException:
+            if claim is not None:
+                claim.close()
+            raise
+        if claim is not None:
+            claim.release()  # its block is written
+        if out is not None:
+            return out
+        if len(later):
+            try:
+                claim.wait()
+            finally:
+                claim.close()
+            source = later if origin is None else origin[later]
+            # Read from their block; rows whose writer failed are computed here.
+            parts.append((later, self._cached(namespace, kind_of(rows.take(source)), compute),
+                          None))
 
         values = parts[0][1]
         unique_out = np.empty((len(distinct), *values.shape[1:]), dtype=values.dtype)

@@ -4,8 +4,10 @@ processes.
 :class:`_DiskStore` keeps the rows that :class:`skchain._cache.OutputCache`
 computes in immutable block files under ``<location>/skchain_outputs/``, one
 per computing call, each written to a temporary file and renamed into place
-(:func:`os.replace`): several processes share rows without locks, and a reader
-never sees half a block.
+(:func:`os.replace`): a reader never sees half a block. A process claims the
+rows it is about to compute (:mod:`skchain._claims`), so that another that
+misses them at the same moment waits for their block instead of computing them
+again.
 
 A cache folder is shared state, so what is read back must be what this user
 (or a team that shares a key on purpose) wrote:
@@ -49,6 +51,7 @@ from ._cache_trust import (
     load_key,
     make_folders,
 )
+from ._claims import Claims
 
 _DISK_FOLDER = "skchain_outputs"
 _BLOCK_FILE = "output.pkl"  # joblib's reduce_size counts folders holding this name
@@ -243,6 +246,7 @@ class _DiskStore:
         self._index = {}  # namespace -> {row key: (block name, position)}
         self._meta = {}  # (namespace, block name) -> verified header
         self._lock = threading.Lock()
+        self.claims = Claims(self.root, self._folder_mode, self._file_mode or 0o600)
 
     @staticmethod
     def _folder(namespace):

@@ -8,6 +8,7 @@ inside torch, never a silent result.
 
 import copy
 import os
+import shutil
 import warnings
 
 import _disk_forgery
@@ -30,8 +31,14 @@ from skchain import (
     OutputEnsembleClassifier,
     OutputEnsembleRegressor,
     _cache_trust,
+    _claims,
     _disk,
 )
+
+try:
+    import fcntl
+except ImportError:  # Windows: no claims
+    fcntl = None
 
 N_FEATURES = 16
 
@@ -515,13 +522,60 @@ def _half_written(folder):
         path.unlink()
 
 
+def _claims_on_missing_blocks(claim):
+    # The blocks are gone, so the rows are computed again, under a claim fault
+    # (skchain/_claims.py; tests/test_claims.py holds the detailed cases).
+    def make(folder):
+        key = _cache_trust.load_key(_cache_trust.key_file()[0])
+        for path in list(folder.rglob("output.pkl")):
+            namespace = path.parent.parent.name[1:]
+            keys, _ = _disk._read_index(str(path), key, namespace)
+            path.unlink()
+            claims = path.parent.parent.parent / "claims" / ("m" + namespace)
+            claims.mkdir(parents=True, exist_ok=True)
+            claim(claims, keys)
+
+    return make
+
+
+def _dead_claim(folder, keys):
+    # What a claimer killed mid-rows leaves: its file, no lock.
+    data = _claims._MAGIC + len(keys[0]).to_bytes(4, "little") + b"".join(keys)
+    (folder / f"dead{len(keys)}-{keys[0].hex()}.claim").write_bytes(data)
+
+
+_HELD = []  # files the faulty cases keep locked, closed by the test
+
+
+def _held_damaged_claim(folder, keys):
+    handle = open(folder / f"damaged{len(_HELD)}.claim", "wb")
+    handle.write(b"garbage")
+    handle.flush()
+    fcntl.flock(handle, fcntl.LOCK_EX)  # as a live process holds it
+    _HELD.append(handle)
+
+
+def _claims_folder_a_file(folder):
+    for path in list(folder.rglob("output.pkl")):
+        path.unlink()
+    claims = folder / "joblib" / "skchain_outputs" / "claims"
+    shutil.rmtree(claims, ignore_errors=True)  # the fixture's run made it
+    claims.write_text("not a folder")
+
+
 FAULTY_CACHES = {
     "block_planted_unkeyed_checksums": _each_block(_disk_forgery.plant),
     "block_of_another_key": _each_block(_disk_forgery.with_key(b"x" * 32)),
     "block_of_the_older_format": _each_block(_disk_forgery.old_format),
     "block_half_written_by_a_killed_writer": _half_written,
     "block_truncated": _each_block(lambda p: p.write_bytes(p.read_bytes()[:-4])),
+    "claim_left_by_a_dead_process": _claims_on_missing_blocks(_dead_claim),
+    "claims_folder_is_a_file": _claims_folder_a_file,
 }
+if fcntl is not None:
+    FAULTY_CACHES["claim_damaged_and_held_by_a_live_process"] = _claims_on_missing_blocks(
+        _held_damaged_claim
+    )
 
 
 @pytest.fixture
@@ -563,10 +617,14 @@ def test_unsafe_cache_is_a_clear_error(cache_folder, kind):
 def test_faulty_cache_gives_the_clean_result(cache_folder, kind):
     X, _ = _data()
     expected = NeuralTransformer(_mlp(), cache=False).fit(X).transform(X)
-    FAULTY_CACHES[kind](cache_folder)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="skchain found .* corrupt")
-        result = NeuralTransformer(_mlp(), cache=cache_folder).fit(X).transform(X)
+    try:
+        FAULTY_CACHES[kind](cache_folder)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="skchain found .* corrupt")
+            result = NeuralTransformer(_mlp(), cache=cache_folder).fit(X).transform(X)
+    finally:
+        while _HELD:
+            _HELD.pop().close()
     np.testing.assert_allclose(result, expected, rtol=1e-5, atol=1e-7)
 
 

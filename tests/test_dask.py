@@ -450,16 +450,11 @@ def test_search_on_a_cluster_computes_each_row_once(data, client, tmp_path, sear
     ).fit(X, y)
     counter = tmp_path / "cluster"
     nt = NeuralTransformer(CountingLinear(counter, seed), cache=tmp_path / "cache")
-    if search == "grid":
-        # GridSearchCV's (candidate, fold) tasks start at once on the two
-        # workers and may compute the same rows before either stored them
-        # (1.0 to 1.33 passes per row seen): one dask transform over the
-        # cluster fills the shared disk cache first, each row once.
-        nt.fit(X[:2])
-        client.compute(nt.transform(da.from_array(X, chunks=CHUNK))).result()
-    # ChainSearchCV needs nothing first: it runs the frozen step over all rows
-    # once, in disjoint pieces, before its fold tasks; the refit reads them
-    # from the shared folder.
+    # Nothing is filled first. GridSearchCV's (candidate, fold) tasks start at
+    # once on the two workers and miss the same rows: each claims the rows no
+    # one computes and waits for the block of the others (skchain._claims).
+    # ChainSearchCV runs the frozen step over all rows once, in disjoint
+    # pieces, before its fold tasks. The refit reads the shared folder.
     with joblib.parallel_backend("dask"):
         remote = Search(make_pipeline(nt, LogisticRegression()), grid, cv=3, n_jobs=2).fit(X, y)
     # every row ran (the counter counts), and once over all the workers

@@ -14,6 +14,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import warnings
 import weakref
@@ -26,7 +27,7 @@ import torch
 from joblib import Memory
 from torch import nn
 
-from skchain import NeuralTransformer, _cache, _cache_trust, _disk
+from skchain import NeuralTransformer, _cache, _cache_trust, _claims, _disk
 from skchain._cache import _MemoryStore
 from skchain._runner import run_module
 
@@ -125,10 +126,16 @@ def test_folders_and_files_made_here_are_private(X, tmp_path):
     np.testing.assert_allclose(out, run_module(pretrained(), X), rtol=1e-5, atol=1e-6)
     made = [tmp_path / "new", folder, folder / "joblib"]
     made += [p for p in (folder / "joblib").rglob("*") if p.is_dir()]
-    assert len(made) == 6  # new, cache, joblib, skchain_outputs, m<namespace>, <block>
+    # new, cache, joblib, skchain_outputs, m<namespace>, <block>, and the
+    # claims' claims, m<namespace>
+    assert len(made) == 8
     assert {p: stat.S_IMODE(p.stat().st_mode) for p in made} == {p: 0o700 for p in made}
     (block,) = blocks(folder)
     assert stat.S_IMODE(block.stat().st_mode) == 0o600
+    # The claim was released: only the claims' lock file is left, private.
+    (lock,) = [p for p in (folder / "joblib" / "skchain_outputs" / "claims").rglob("*")
+               if p.is_file()]
+    assert lock.name == ".lock" and stat.S_IMODE(lock.stat().st_mode) == 0o600
     key, _ = _cache_trust.key_file()
     assert key == str(tmp_path / "config" / "skchain" / "cache.key")
     assert stat.S_IMODE(os.stat(key).st_mode) == 0o600
@@ -520,9 +527,9 @@ nt.set_params(cache=sys.argv[2]).transform(X)
 
 
 @pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
-@pytest.mark.parametrize("another_writer_finished", [False, True])
+@pytest.mark.parametrize("another_writer", ["none", "unclaimed", "waiting"])
 def test_a_writer_killed_mid_block_leaves_no_wrong_value(X, tmp_path, monkeypatch,
-                                                         another_writer_finished):
+                                                         another_writer):
     module = pretrained()
     expected = run_module(module, X)
     folder = tmp_path / "cache"
@@ -538,10 +545,25 @@ def test_a_writer_killed_mid_block_leaves_no_wrong_value(X, tmp_path, monkeypatc
         assert writer.poll() is None, writer.stderr.read()
         assert time.monotonic() < deadline
         time.sleep(0.01)
-    if another_writer_finished:  # the same block, written whole by another process
-        transform(module, folder, X)
+    another_writer_finished = another_writer != "none"
+    if another_writer == "unclaimed":
+        # The same block, written whole by a process that does not see the
+        # hanging writer's claim on its rows (no fcntl: Windows).
+        with monkeypatch.context() as patch:
+            patch.setattr(_claims, "fcntl", None)
+            transform(module, folder, X)
+    waiter = None
+    if another_writer == "waiting":
+        # One that does waits for the hanging writer's claim; the kill below
+        # drops it, and the waiter computes the rows and writes the block.
+        waited = []
+        waiter = threading.Thread(target=lambda: waited.append(transform(module, folder, X)))
+        waiter.start()
     writer.send_signal(signal.SIGKILL)
     writer.wait()
+    if waiter is not None:
+        waiter.join(120)
+        np.testing.assert_allclose(waited[0], expected, rtol=1e-5, atol=1e-6)
     (temp,) = folder.rglob(".tmp-*")
     assert 0 < temp.stat().st_size
     assert len(blocks(folder)) == int(another_writer_finished)
